@@ -12,7 +12,10 @@ app = typer.Typer(help="Jiedao 数字街道 — 命令行", no_args_is_help=True
 def _mount() -> None:
     import importlib
 
-    for name in ("geo", "catalog", "auth", "demo", "web", "bench"):
+    from jiedao import benchrun
+
+    benchrun.register(app)
+    for name in ("geo", "catalog", "auth", "demo", "web"):
         try:
             mod = importlib.import_module(f"jiedao.{name}.cli")
         except ModuleNotFoundError as e:
