@@ -152,5 +152,6 @@ def set_database(db: Database | None) -> None:
 def all_models() -> None:
     """Import every subpackage's models so Base.metadata knows all tables."""
     import jiedao.auth.models  # noqa: F401
+    import jiedao.cases.models  # noqa: F401
     import jiedao.catalog.models  # noqa: F401
     import jiedao.geo.models  # noqa: F401
