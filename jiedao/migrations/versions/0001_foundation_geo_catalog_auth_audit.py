@@ -1,13 +1,12 @@
 """foundation: geo, catalog, auth, audit
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23 15:33:00.025913
 """
 
 import sqlalchemy as sa
 from alembic import op
-
 
 revision = '0001'
 down_revision = None
