@@ -114,7 +114,9 @@ class Case(Base):
         order_by="TransitionLog.seq", cascade="all, delete-orphan"
     )
 
-    __mapper_args__ = {"version_id_col": version}
+    # The service sets version itself (old + 1) on every action, so the UPDATE always runs
+    # and carries WHERE version = old even when only child rows changed.
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
     __table_args__ = (Index("ix_cases_case_street_received", "street_code", "received_at"),)
 
 
