@@ -1,0 +1,30 @@
+"""``jiedao serve``: run the web application with uvicorn."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``serve`` command to the ``jiedao`` CLI."""
+
+    @app.command()
+    def serve(
+        host: str = typer.Option("127.0.0.1", help="监听地址（默认仅本机）"),
+        port: int = typer.Option(8000, help="端口"),
+        reload: bool = typer.Option(False, help="代码变动时自动重启（开发用）"),
+    ) -> None:
+        """Upgrade the schema, then serve the web UI and API (http://HOST:PORT)."""
+        import uvicorn
+
+        from jiedao.db import get_database
+
+        get_database().upgrade()
+        typer.echo(f"Jiedao 数字街道: http://{host}:{port}/  (接口文档 /docs)")
+        if reload:
+            uvicorn.run("jiedao.web.app:create_app", factory=True, host=host, port=port,
+                        reload=True, reload_dirs=["jiedao"])
+        else:
+            from jiedao.web.app import create_app
+
+            uvicorn.run(create_app(), host=host, port=port, log_level="info")
