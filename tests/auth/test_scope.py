@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
 from sqlalchemy import select
 
 from jiedao.auth import service
@@ -159,3 +161,29 @@ def test_demo_community_handler_and_district(demo_db):
         n_grids = len(list(s.scalars(select(Grid.code))))
     for name in ("admin", "operator01", "steward01", "leader01"):
         assert len(grids(demo_db, ps[name])) == n_grids
+
+
+# --------------------------------------------------------------- restrict == is_visible
+
+_CODES = ["420199", S1, S2, C11, C12, C21, "CGJ", "JD" + S1, "", "4201990", "%", "_"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(level=hst.sampled_from(["district", "department", "street", "community", "other"]),
+       code=hst.sampled_from(_CODES),
+       cols=hst.sampled_from(["street+community", "street", "community", "none"]))
+def test_restrict_agrees_with_is_visible(geo_db, level, code, cols):
+    """The SQL filter and the single-object check decide the same for every row."""
+    p = Principal(9, "p", "p", "leader", level, code)
+    kw_sql, use_street, use_comm = {}, "street" in cols, "community" in cols
+    if use_street:
+        kw_sql["street"] = Building.street_code
+    if use_comm:
+        kw_sql["community"] = Building.community_code
+    with geo_db.session() as s:
+        rows = list(s.execute(select(Building.code, Building.street_code, Building.community_code)))
+        got = set(s.scalars(restrict(select(Building.code), p, **kw_sql)))
+    want = {b for b, sc, cc in rows
+            if is_visible(p, street_code=sc if use_street else None,
+                          community_code=cc if use_comm else None)}
+    assert got == want
