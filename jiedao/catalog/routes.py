@@ -72,6 +72,7 @@ class DepartmentOut(BaseModel):
     typical_matters: str
     main_matters: int = Field(description="主办事项数")
     co_matters: int = Field(description="协办事项数")
+    local_matters: int = Field(0, description="街道办事处：在本辖区属地办理的事项数")
 
 
 class DepartmentDetail(DepartmentOut):
@@ -159,13 +160,16 @@ def list_departments(s: Session) -> list[DepartmentOut]:
                           .group_by(Matter.main_department_code)).all())
     co = dict(s.execute(select(MatterCoHandler.department_code, func.count())
                         .group_by(MatterCoHandler.department_code)).all())
+    local = s.scalar(select(func.count()).select_from(Matter)
+                     .where(Matter.handling_level == "street")) or 0
     kind_order = {k: i for i, k in enumerate(KIND_LABELS)}
     rows = s.scalars(select(Department)).all()
     rows = sorted(rows, key=lambda d: (kind_order.get(d.kind, 9), d.street_code or "", d.code))
     return [DepartmentOut(code=d.code, name=d.name, kind=d.kind,
                           kind_label=KIND_LABELS.get(d.kind, d.kind), street_code=d.street_code,
                           typical_matters=d.typical_matters or "",
-                          main_matters=main.get(d.code, 0), co_matters=co.get(d.code, 0))
+                          main_matters=main.get(d.code, 0), co_matters=co.get(d.code, 0),
+                          local_matters=local if d.kind == "street" and d.street_code else 0)
             for d in rows]
 
 
@@ -190,7 +194,8 @@ def department_detail(s: Session, code: str) -> DepartmentDetail:
     return DepartmentDetail(
         code=d.code, name=d.name, kind=d.kind, kind_label=KIND_LABELS.get(d.kind, d.kind),
         street_code=d.street_code, typical_matters=d.typical_matters or "",
-        main_matters=len(main), co_matters=len(co), matters_main=main, matters_co=co,
+        main_matters=len(main), co_matters=len(co), local_matters=len(local),
+        matters_main=main, matters_co=co,
         matters_local=local)
 
 

@@ -153,17 +153,30 @@ class LocateResult(BaseModel):
     grid: GridRef | None = Field(None, description="点所在网格；不在任何网格内时为 null")
 
 
+class CandidateOut(BaseModel):
+    name: str
+    kind: str = Field(description="address / compound / landmark / road")
+    score: float
+    grid_code: str | None = None
+    address_code: str | None = None
+    lon: float | None = None
+    lat: float | None = None
+
+
 class ResolveResult(BaseModel):
     query: str
-    matched: bool
-    kind: str | None = Field(None, description="address / landmark / parsed")
-    address: str | None = None
+    matched: bool = Field(description="是否定位到网格")
+    matched_by: str | None = Field(None, description="address / compound / landmark / road")
+    matched_name: str | None = None
+    address: str | None = Field(None, description="标准地址全文")
     address_code: str | None = None
-    landmark: str | None = None
+    building_code: str | None = None
     lon: float | None = None
     lat: float | None = None
     grid: GridRef | None = None
-    confidence: float | None = None
+    confidence: float = 0.0
+    candidates: list[CandidateOut] = Field(default_factory=list,
+                                           description="其他可能的地点（仅限数据范围内）")
 
 
 class Feature(BaseModel):
@@ -373,6 +386,14 @@ def boundaries(s: Session, p: Principal, level: str, parent: str | None = None) 
     return {"type": "FeatureCollection", "features": features}
 
 
+def _bad_query(field: str, message: str):
+    """Answer 422 naming the query parameter, like FastAPI's own parameter validation."""
+    from fastapi.exceptions import RequestValidationError
+
+    raise RequestValidationError([{"type": "value_error", "loc": ("query", field),
+                                   "msg": message, "input": None}])
+
+
 def _grid_ref(s: Session, code: str) -> GridRef | None:
     g = s.get(Grid, code)
     if g is None:
@@ -537,15 +558,9 @@ def api_boundaries(
 ):
     """Boundaries of the areas at ``level`` inside the caller's scope, as GeoJSON."""
     if parent and level == "street":
-        from jiedao.errors import Problem, ValidationError
-
-        raise ValidationError(Problem("街道层级不接受上级代码", source="boundaries.geojson",
-                                      field="parent"))
+        _bad_query("parent", "街道层级不接受上级代码")
     if parent and level == "community" and len(parent) != 9:
-        from jiedao.errors import Problem, ValidationError
-
-        raise ValidationError(Problem("社区层级的上级必须是9位街道代码",
-                                      source="boundaries.geojson", field="parent"))
+        _bad_query("parent", "社区层级的上级必须是9位街道代码")
     return JSONResponse(boundaries(s, p, level, parent), media_type="application/geo+json")
 
 
@@ -579,27 +594,34 @@ def api_resolve(
 
 
 def _resolver(request: Request, s: Session):
+    """The address resolver, loaded once per app (reloaded if the address count changes)."""
     from jiedao.geo.locate import AddressResolver
 
     n = s.scalar(select(func.count()).select_from(Address))
     cached = getattr(request.app.state, "address_resolver", None)
     if cached is None or cached[0] != n:
-        cached = (n, AddressResolver.from_session(s))
+        cached = (n, AddressResolver(s))
         request.app.state.address_resolver = cached
     return cached[1]
 
 
 def resolve(request: Request, s: Session, p: Principal, q: str) -> ResolveResult:
-    """Resolve ``q`` (address or landmark text) to a standard address and grid."""
+    """Resolve ``q`` (address or landmark text) to a standard address and grid.
+
+    A match outside the caller's scope is refused (403); candidates outside it are dropped."""
+    from jiedao.auth.scope import is_visible
+
     r = _resolver(request, s).resolve(q)
-    if r is None or not getattr(r, "grid_code", None):
-        return ResolveResult(query=q, matched=False)
-    grid = _grid_ref(s, r.grid_code)
+    grid = _grid_ref(s, r.grid_code) if r.grid_code else None
     if grid is not None:
         check_visible(p, street_code=grid.street_code, community_code=grid.community_code)
+    full = s.get(Address, r.address_code).full if r.address_code else None
+    cands = [CandidateOut(name=c.name, kind=c.kind, score=c.score, grid_code=c.grid_code,
+                          address_code=c.address_code, lon=c.lon, lat=c.lat)
+             for c in r.candidates
+             if c.grid_code and is_visible(p, street_code=c.grid_code[:9],
+                                           community_code=c.grid_code[:12])]
     return ResolveResult(
-        query=q, matched=True, kind=getattr(r, "kind", None),
-        address=getattr(r, "address", None) or getattr(r, "full", None),
-        address_code=getattr(r, "address_code", None),
-        landmark=getattr(r, "landmark", None), lon=getattr(r, "lon", None),
-        lat=getattr(r, "lat", None), grid=grid, confidence=getattr(r, "confidence", None))
+        query=q, matched=grid is not None, matched_by=r.matched_by, matched_name=r.matched_name,
+        address=full, address_code=r.address_code, building_code=r.building_code,
+        lon=r.lon, lat=r.lat, grid=grid, confidence=r.confidence, candidates=cands)

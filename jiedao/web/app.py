@@ -117,6 +117,14 @@ def role_label(role: str | None) -> str:
     return ROLES.get(role or "", role or "")
 
 
+def today_label() -> str:
+    """Today's date in Chinese, e.g. "2026年11月23日 星期一" (local time)."""
+    from jiedao.clock import now
+
+    d = now()
+    return f"{d.year}年{d.month}月{d.day}日 星期{'一二三四五六日'[d.weekday()]}"
+
+
 def scope_label(request: Request, principal) -> str:
     """Human name of the principal's scope, e.g. "临江区 · 琴台街道" (cached per app)."""
     if principal is None:
@@ -263,6 +271,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     templates.env.globals["demo_info"] = demo_info
     templates.env.globals["role_label"] = role_label
     templates.env.globals["scope_label"] = scope_label
+    templates.env.globals["today_label"] = today_label
     _install_error_handlers(app)
     _install_docs(app)
     _install_health(app)
