@@ -51,10 +51,8 @@ def add_user(session, username, role, level, code, **kw):
                                role=role, scope_level=level, scope_code=code, **kw)
 
 
-@pytest.fixture
-def geo_db(fresh_db):
-    """A fresh database holding the hand-made district and one user per kind of scope."""
-    with fresh_db.session() as s:
+def _fill(db) -> None:
+    with db.session() as s:
         seed_geo(s)
         add_user(s, "admin", "admin", "district", D, display_name="管理员")
         add_user(s, "street.001", "street_staff", "street", S1, display_name="琴台街道")
@@ -62,4 +60,41 @@ def geo_db(fresh_db):
         add_user(s, "sq." + C11, "street_staff", "community", C11, display_name="琴台社区")
         add_user(s, "handler.cgj", "handler", "department", "CGJ", display_name="城管局处置人")
         add_user(s, "leader.001", "leader", "street", S1, display_name="琴台街道领导")
+
+
+@pytest.fixture
+def geo_db(fresh_db):
+    """A fresh database holding the hand-made district and one user per kind of scope."""
+    _fill(fresh_db)
     return fresh_db
+
+
+@pytest.fixture(scope="module")
+def shared_geo_db(tmp_path_factory):
+    """Like ``geo_db`` but built once per module, for tests that only read."""
+    import os
+
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    from jiedao.db import Database
+
+    pg = os.environ.get("JIEDAO_TEST_DATABASE_URL")
+    if pg:
+        base = make_url(pg).set(drivername="postgresql+psycopg")
+        name = f"{base.database}_shared_{os.getpid()}"
+        admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        db = Database(base.set(database=name).render_as_string(hide_password=False))
+    else:
+        db = Database(f"sqlite:///{tmp_path_factory.mktemp('auth_shared') / 'jiedao.sqlite'}")
+    db.upgrade()
+    _fill(db)
+    yield db
+    db.dispose()
+    if pg:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

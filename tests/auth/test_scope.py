@@ -43,54 +43,54 @@ def buildings(db, p):
                               community=Building.community_code))
 
 
-def test_district_roles_see_everything(geo_db):
-    p = principals(geo_db)["admin"]
+def test_district_roles_see_everything(shared_geo_db):
+    p = principals(shared_geo_db)["admin"]
     assert p.is_district_wide and p.role_label == "系统管理员"
-    assert grids(geo_db, p) == {C11 + "001", C12 + "001", C21 + "001"}
-    assert communities(geo_db, p) == {C11, C12, C21}
-    assert codes(geo_db, restrict(select(Street.code), p, street=Street.code)) == {S1, S2}
+    assert grids(shared_geo_db, p) == {C11 + "001", C12 + "001", C21 + "001"}
+    assert communities(shared_geo_db, p) == {C11, C12, C21}
+    assert codes(shared_geo_db, restrict(select(Street.code), p, street=Street.code)) == {S1, S2}
 
 
-def test_street_staff_cannot_read_another_street(geo_db):
-    ps = principals(geo_db)
+def test_street_staff_cannot_read_another_street(shared_geo_db):
+    ps = principals(shared_geo_db)
     for name, street, own in (("street.001", S1, {C11, C12}), ("street.002", S2, {C21}),
                               ("leader.001", S1, {C11, C12})):
         p = ps[name]
-        assert communities(geo_db, p) == own
-        assert grids(geo_db, p) == {c + "001" for c in own}
-        assert buildings(geo_db, p) == {c + "001001" for c in own}
-        assert codes(geo_db, restrict(select(Street.code), p, street=Street.code)) == {street}
+        assert communities(shared_geo_db, p) == own
+        assert grids(shared_geo_db, p) == {c + "001" for c in own}
+        assert buildings(shared_geo_db, p) == {c + "001001" for c in own}
+        assert codes(shared_geo_db, restrict(select(Street.code), p, street=Street.code)) == {street}
         # an entity carrying only community codes is matched by street-code prefix
-        assert codes(geo_db, restrict(select(Grid.code), p, community=Grid.community_code)) == {
+        assert codes(shared_geo_db, restrict(select(Grid.code), p, community=Grid.community_code)) == {
             c + "001" for c in own}
 
 
-def test_community_user_sees_only_its_community(geo_db):
-    p = principals(geo_db)["sq." + C11]
-    assert communities(geo_db, p) == {C11}
-    assert grids(geo_db, p) == {C11 + "001"}
-    assert buildings(geo_db, p) == {C11 + "001001"}
+def test_community_user_sees_only_its_community(shared_geo_db):
+    p = principals(shared_geo_db)["sq." + C11]
+    assert communities(shared_geo_db, p) == {C11}
+    assert grids(shared_geo_db, p) == {C11 + "001"}
+    assert buildings(shared_geo_db, p) == {C11 + "001001"}
     # a street-level entity cannot be narrowed to one community: deny by default
-    assert codes(geo_db, restrict(select(Street.code), p, street=Street.code)) == set()
+    assert codes(shared_geo_db, restrict(select(Street.code), p, street=Street.code)) == set()
 
 
-def test_handler_sees_no_geo_rows_without_department_column(geo_db):
-    p = principals(geo_db)["handler.cgj"]
-    assert grids(geo_db, p) == set()
-    assert communities(geo_db, p) == set()
-    assert buildings(geo_db, p) == set()
+def test_handler_sees_no_geo_rows_without_department_column(shared_geo_db):
+    p = principals(shared_geo_db)["handler.cgj"]
+    assert grids(shared_geo_db, p) == set()
+    assert communities(shared_geo_db, p) == set()
+    assert buildings(shared_geo_db, p) == set()
 
 
-def test_department_column_and_unknown_principals(geo_db):
+def test_department_column_and_unknown_principals(shared_geo_db):
     from jiedao.catalog.models import Department
 
     handler = Principal(1, "h", "h", "handler", "department", "CGJ")
-    assert codes(geo_db, restrict(select(Department.code), handler, department=Department.code)) \
+    assert codes(shared_geo_db, restrict(select(Department.code), handler, department=Department.code)) \
         == {"CGJ"}
     # no principal, an unknown scope level or an empty code: nothing
     for p in (None, Principal(2, "x", "x", "leader", "planet", S1),
               Principal(3, "y", "y", "street_staff", "street", "")):
-        assert grids(geo_db, p) == set()
+        assert grids(shared_geo_db, p) == set()
 
 
 def test_check_visible_single_objects():
@@ -172,7 +172,7 @@ _CODES = ["420199", S1, S2, C11, C12, C21, "CGJ", "JD" + S1, "", "4201990", "%",
 @given(level=hst.sampled_from(["district", "department", "street", "community", "other"]),
        code=hst.sampled_from(_CODES),
        cols=hst.sampled_from(["street+community", "street", "community", "none"]))
-def test_restrict_agrees_with_is_visible(geo_db, level, code, cols):
+def test_restrict_agrees_with_is_visible(shared_geo_db, level, code, cols):
     """The SQL filter and the single-object check decide the same for every row."""
     p = Principal(9, "p", "p", "leader", level, code)
     kw_sql, use_street, use_comm = {}, "street" in cols, "community" in cols
@@ -180,7 +180,7 @@ def test_restrict_agrees_with_is_visible(geo_db, level, code, cols):
         kw_sql["street"] = Building.street_code
     if use_comm:
         kw_sql["community"] = Building.community_code
-    with geo_db.session() as s:
+    with shared_geo_db.session() as s:
         rows = list(s.execute(select(Building.code, Building.street_code, Building.community_code)))
         got = set(s.scalars(restrict(select(Building.code), p, **kw_sql)))
     want = {b for b, sc, cc in rows
