@@ -39,6 +39,26 @@ def to_lonlat(geom: BaseGeometry) -> BaseGeometry:
     return shapely.set_precision(g, PRECISION)
 
 
+def fit_to_parent(children: list[BaseGeometry], parent: BaseGeometry) -> list[BaseGeometry]:
+    """Make rounded children tile their rounded parent exactly (on the precision grid).
+
+    Rounding each polygon on its own leaves hairline gaps and overhangs along long edges;
+    overhangs are trimmed and every gap joins the child that touches it most.
+    """
+    out = [_polygonal(shapely.intersection(c, parent, grid_size=PRECISION)) for c in children]
+    gaps = shapely.difference(parent, shapely.union_all(out, grid_size=PRECISION),
+                              grid_size=PRECISION)
+    for piece in _polygon_parts(gaps):
+        probe = piece.buffer(3 * PRECISION)
+        best = max(range(len(out)), key=lambda i: shapely.intersection(out[i], probe).area)
+        out[best] = _polygonal(shapely.union(out[best], piece, grid_size=PRECISION))
+    fixed = []
+    for c in out:
+        parts = _polygon_parts(c)
+        fixed.append(parts[0] if len(parts) == 1 else c)
+    return fixed
+
+
 def _ring(coords) -> list:
     return [[round(x, 6), round(y, 6)] for x, y in coords]
 
@@ -167,6 +187,14 @@ def partition(parent: Polygon, n: int, rng: random.Random, lloyd: int = 2) -> li
     return [mains[i] for i in order]
 
 
+def _polygonal(g: BaseGeometry) -> BaseGeometry:
+    """Only the polygons of ``g`` (overlays may add dust lines or points)."""
+    if g.geom_type in ("Polygon", "MultiPolygon"):
+        return g
+    parts = _polygon_parts(g)
+    return parts[0] if len(parts) == 1 else shapely.multipolygons(parts)
+
+
 def _merge(a: BaseGeometry, b: BaseGeometry) -> BaseGeometry:
     u = shapely.union(a, b, grid_size=None)
     parts = _polygon_parts(u)
@@ -231,24 +259,29 @@ def stage_district(world: World, rng: random.Random) -> None:
     )
 
 
-def _area_row(code: str, name: str, km_poly: Polygon, world: World, **parents) -> dict:
-    ll = to_lonlat(km_poly)
-    world.geoms[code] = ll
-    world.ctx["km"][code] = km_poly
-    lon, lat = centroid_of(ll)
-    return {"code": code, "name": name, **parents, "geometry": geojson(ll),
-            "centroid_lon": lon, "centroid_lat": lat}
+def _area_rows(world: World, parent: str, cells: list[Polygon], make) -> list[dict]:
+    """Rows for the children of ``parent``: ``make(i) -> (code, name, parent columns)``."""
+    lls = fit_to_parent([to_lonlat(c) for c in cells], world.geoms[parent])
+    rows = []
+    for i, (cell, ll) in enumerate(zip(cells, lls, strict=True)):
+        code, name, parents = make(i)
+        world.geoms[code] = ll
+        world.ctx["km"][code] = cell
+        lon, lat = centroid_of(ll)
+        rows.append({"code": code, "name": name, **parents, "geometry": geojson(ll),
+                     "centroid_lon": lon, "centroid_lat": lat})
+    return rows
 
 
 def stage_streets(world: World, rng: random.Random) -> None:
     """13 (or 2) streets tiling the district."""
     district = world.ctx["km"][names.DISTRICT_CODE]
     cells = partition(district, world.scale.streets, rng, lloyd=3)
-    rows = world.rows("geo_street")
-    for i, cell in enumerate(cells):
-        code = f"{names.DISTRICT_CODE}{i + 1:03d}"
-        rows.append(_area_row(code, names.STREETS[i] + "街道", cell, world,
-                              district_code=names.DISTRICT_CODE))
+    world.rows("geo_street").extend(_area_rows(
+        world, names.DISTRICT_CODE, cells,
+        lambda i: (f"{names.DISTRICT_CODE}{i + 1:03d}", names.STREETS[i] + "街道",
+                   {"district_code": names.DISTRICT_CODE}),
+    ))
 
 
 def _community_names(rng: random.Random, n: int) -> list[str]:
@@ -277,10 +310,12 @@ def stage_communities(world: World, rng: random.Random) -> None:
     rows = world.rows("geo_community")
     k = 0
     for s, n in zip(streets, counts, strict=True):
-        for i, cell in enumerate(partition(km[s["code"]], n, rng)):
-            code = f"{s['code']}{i + 1:03d}"
-            rows.append(_area_row(code, pool[k], cell, world, street_code=s["code"]))
-            k += 1
+        cells = partition(km[s["code"]], n, rng)
+        rows.extend(_area_rows(
+            world, s["code"], cells,
+            lambda i, s=s, k=k: (f"{s['code']}{i + 1:03d}", pool[k + i], {"street_code": s["code"]}),
+        ))
+        k += n
 
 
 def stage_grids(world: World, rng: random.Random) -> None:
@@ -294,7 +329,9 @@ def stage_grids(world: World, rng: random.Random) -> None:
         counts = allocate(world.scale.grids, weights, 3)
     rows = world.rows("geo_grid")
     for c, n in zip(comms, counts, strict=True):
-        for i, cell in enumerate(partition(km[c["code"]], n, rng)):
-            code = f"{c['code']}{i + 1:03d}"
-            rows.append(_area_row(code, f"{c['name']}第{i + 1}网格", cell, world,
-                                  community_code=c["code"], street_code=c["street_code"]))
+        cells = partition(km[c["code"]], n, rng)
+        rows.extend(_area_rows(
+            world, c["code"], cells,
+            lambda i, c=c: (f"{c['code']}{i + 1:03d}", f"{c['name']}第{i + 1}网格",
+                            {"community_code": c["code"], "street_code": c["street_code"]}),
+        ))

@@ -4,7 +4,7 @@ people say them (锦绣长江小区 → 锦绣长江; 江城市第三中学 → 
 Landmarks are every compound, school, market, hospital, mall and office tower from the
 building stage, plus metro stations along generated lines and parks. An alias that two
 landmarks would share is dropped (a landmark keeps at least one alias), so aliases
-resolve to one place.
+resolve to one place; a landmark left without any keeps its door address (路名+门牌号) instead.
 """
 
 from __future__ import annotations
@@ -159,7 +159,8 @@ def stage_landmarks(world: World, rng: random.Random) -> None:
             "address_code": place.get("address_code"), "grid_code": place["grid_code"],
             "community_code": place["community_code"], "street_code": place["street_code"],
         }
-        entries.append((row, [a for a in aliases if a and a != name]))
+        door = f"{place['road']}{place['number']}号" if place.get("road") else None
+        entries.append((row, [a for a in aliases if a and a != name], door))
 
     for c in world.ctx["compounds"]:
         add("compound", c["name"], c, compound_aliases(c["name"]))
@@ -174,7 +175,7 @@ def stage_landmarks(world: World, rng: random.Random) -> None:
 
     codes, tree = _grid_index(world)
     grid_rows = {g["code"]: g for g in world.rows("geo_grid")}
-    used = {row["name"]: None for row, _ in entries}
+    used = {row["name"]: None for row, _, _ in entries}
 
     def place_at(x: float, y: float) -> dict | None:
         lon, lat = km_to_lonlat_xy(x, y)
@@ -229,15 +230,16 @@ def stage_landmarks(world: World, rng: random.Random) -> None:
 
     # Drop aliases two landmarks would share or that equal another landmark's name.
     count: dict[str, int] = {}
-    for row, aliases in entries:
+    for row, aliases, _door in entries:
         count[row["name"]] = count.get(row["name"], 0) + 1
         for a in dict.fromkeys(aliases):
             count[a] = count.get(a, 0) + 1
     lrows = world.rows("geo_landmark")
     arows = world.rows("geo_landmark_alias")
-    for lid, (row, aliases) in enumerate(entries, start=1):
+    for lid, (row, aliases, door) in enumerate(entries, start=1):
         aliases = list(dict.fromkeys(aliases))
-        keep = [a for a in aliases if count[a] == 1][:3] or aliases[:1]
+        # last resort: the door address people also use ("琴台大道88号那栋楼"), unique per door
+        keep = [a for a in aliases if count[a] == 1][:3] or ([door] if door else aliases[:1])
         lrows.append({"id": lid, **row})
         for a in keep:
             arows.append({"id": len(arows) + 1, "landmark_id": lid, "alias": a})
