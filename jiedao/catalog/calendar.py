@@ -147,17 +147,16 @@ class WorkCalendar:
             return False
         if day in self._workdays:
             return True
-        if day.year not in self.overrides:
-            try:
-                import chinese_calendar
+        try:
+            import chinese_calendar
 
-                return bool(chinese_calendar.is_workday(day))
-            except NotImplementedError:
-                if day.year not in self._warned:
-                    self._warned.add(day.year)
-                    log.warning(
-                        "工作日历不知道 %s 年的法定节假日安排，按周一至周五计算；"
-                        "请在 calendar.yaml 的 overrides 中补充该年安排", day.year)
+            return bool(chinese_calendar.is_workday(day))
+        except NotImplementedError:
+            if day.year not in self.overrides and day.year not in self._warned:
+                self._warned.add(day.year)
+                log.warning(
+                    "工作日历不知道 %s 年的法定节假日安排，按周一至周五计算；"
+                    "请在 calendar.yaml 的 overrides 中补充该年安排", day.year)
         return day.weekday() < 5
 
     def is_holiday(self, day: date | datetime) -> bool:
@@ -417,6 +416,16 @@ def parse_calendar(data: Any, source: str | None = None) -> WorkCalendar:
     return WorkCalendar(office, overrides, timezone=str(tz), source=source)
 
 
+class _TextDateLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """SafeLoader that leaves dates as text, so an impossible date is reported with its field."""
+
+
+_TextDateLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in _TextDateLoader.yaml_implicit_resolvers.items()
+}
+
+
 def load_calendar(path: str | Path | None = None) -> WorkCalendar:
     """Load ``calendar.yaml``: by default from the catalogue folder (JIEDAO_CATALOG_DIR),
     falling back to the packaged file when that folder has none."""
@@ -434,7 +443,7 @@ def load_calendar(path: str | Path | None = None) -> WorkCalendar:
     except OSError as e:
         raise ValidationError(Problem(f"无法读取文件：{e}", source=str(path))) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_TextDateLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ValidationError(Problem(f"YAML 语法错误：{getattr(e, 'problem', e)}", source=source,

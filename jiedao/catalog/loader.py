@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
 from jiedao.catalog.calendar import Sla, parse_sla
@@ -34,6 +34,7 @@ MATTER_FIELDS = {"code", "level1", "level2", "name", "main", "co", "level", "sla
 _DEPT_CODE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,19}$")
 _MATTER_CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
 _STREET_OFFICE_RE = re.compile(r"^JD\d+$")
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: 10x faster
 _FIELD_LABELS = {"level1": "一级分类", "level2": "二级分类", "name": "事项名称"}
 
 
@@ -317,8 +318,12 @@ def parse_matters(text: str, dept_codes: set[str] | None, source: str = "matters
     """Parse matters.yaml text; ``dept_codes`` are the known departments (None: skip check)."""
     problems: list[Problem] = []
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = _SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         return [], [Problem(f"YAML 语法错误：{getattr(e, 'problem', None) or e}", source=source,
@@ -481,8 +486,9 @@ def _references(session: Session, table_name: str, codes: set[str], skip: set[st
     problems = []
     if not codes:
         return problems
+    present = set(inspect(session.connection()).get_table_names())
     for table in Base.metadata.sorted_tables:
-        if table.name in skip:
+        if table.name in skip or table.name not in present:
             continue
         for fk in table.foreign_keys:
             if fk.column.table.name != table_name:
