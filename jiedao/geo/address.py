@@ -42,6 +42,8 @@ _ANNEX_RE = re.compile(r"(\d+)号?(?:附|之|-)(\d+)号")  # 88号附1号 / 88�
 _BUILDING_RE = re.compile(r"(?<![\dA-Z])(\d+|[A-Z])(号楼|号栋|幢|座|#楼|#栋|#)")
 _ROAD_END_CHARS = "路街道巷里弄同"
 _DASH_RE = re.compile(r"-{2,}")
+# Anything a rewrite below could change; text without any of it is already normal.
+_NEEDS_WORK_RE = re.compile(rf"[^\u4e00-\u9fff0-9A-Z\-]|[{_CN_NUM}附之幢座]|号楼|号栋|号-|--")
 
 
 @lru_cache(maxsize=4096)
@@ -96,6 +98,8 @@ def normalize(text: str) -> str:
     if not text:
         return ""
     s = str(text)
+    if not _NEEDS_WORK_RE.search(s):
+        return s  # fast path: already in normal form
     for _ in range(6):  # rewrites can enable one another; run to a fixed point
         nxt = _normalize_once(s)
         if nxt == s:
@@ -118,8 +122,9 @@ _PROVINCE_RE = re.compile(
              + [re.escape(p[:-1]) + "(?=[^\\d]{2,}市)" for p in PROVINCES if p.endswith("省")])
 )
 _ADMIN_STOP = "区县市路街道号巷弄栋室"
-_CITY_RE = re.compile(rf"[^\d{_ADMIN_STOP}]{{1,7}}?(?:市|自治州|地区|盟)(?![场民政委辖])")
-_DISTRICT_RE = re.compile(rf"[^\d{_ADMIN_STOP}]{{1,7}}?(?:区|县|旗)(?![域间块])")
+_CITY_RE = re.compile(rf"[^\d{_ADMIN_STOP}]{{1,7}}?(?:市|自治州|地区|盟)(?![场民政委辖路街道巷弄里])")
+_DISTRICT_RE = re.compile(
+    rf"(?:[^\d{_ADMIN_STOP}]{{1,7}}?(?:区|县)|[^\d{_ADMIN_STOP}]{{2,7}}?旗)(?![域间块路街道巷弄里])")
 _NOT_DISTRICT_END = ("小区", "社区", "园区", "校区", "片区", "街区", "厂区", "景区", "营区", "住区",
                      "商区", "院区", "分区", "辖区", "库区", "一区", "二区", "三区", "东区", "西区",
                      "南区", "北区", "中区", "A区", "B区", "C区", "D区")
@@ -136,6 +141,7 @@ COMPOUND_SUFFIXES = (
     "湾", "村", "阁", "院", "坊", "邸", "轩", "郡", "墅", "汇", "馆", "楼", "厦", "港", "都",
     "岸", "第", "舍", "筑", "寓", "庄", "天地", "时代", "期", "组团", "号院",
 )
+_SUFFIX_SET = frozenset(COMPOUND_SUFFIXES)
 _GENERIC_COMPOUND_TAILS = ("小区", "花园", "家园", "公寓", "新村", "苑")
 _DETAIL_START_RE = re.compile(r"(?:\d|[A-Z](?=栋|-\d|单元))")
 _PHASE_RE = re.compile(r"(?:\d+|[A-Z])(?:期|区|号院|组团)")
@@ -397,7 +403,7 @@ def _compound_split(span: str) -> tuple[str | None, str]:
         if span[:end].endswith(COMPOUND_SUFFIXES) and end >= 2:
             head = span[:end]
             # A bare suffix is not a name (花园 alone); require at least one more character.
-            if any(head == sfx for sfx in COMPOUND_SUFFIXES):
+            if head in _SUFFIX_SET:
                 continue
             best = end
             break

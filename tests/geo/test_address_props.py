@@ -172,3 +172,20 @@ def test_parser_never_raises(text):
     got = parse_address(text)
     assert isinstance(got.rest, str)
     assert 0.0 <= got.confidence <= 1.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_normalize_fast_path_agrees_with_full_rewrite(data):
+    from jiedao.geo.address import _normalize_once
+
+    text = data.draw(st.one_of(
+        st.text(alphabet="一二三十〇号栋幢座楼层单元室附之-#0123456789AB路锦绣苑", max_size=25),
+        st.text(max_size=25)))
+    slow = text
+    for _ in range(6):
+        nxt = _normalize_once(slow)
+        if nxt == slow:
+            break
+        slow = nxt
+    assert normalize(text) == slow
