@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -327,6 +328,11 @@ def _assign_addresses(world: World, entities: list[_Entity], rng: random.Random)
             prev[side] = (num, e, t)
 
 
+def road_core_of(road: str) -> str:
+    """芳草二路 → 芳草, 琴台东路 → 琴台, 龙阳大道 → 龙阳."""
+    return re.sub(r"[东西南北中]?[一二三四五六七八九十]?(大道|路|街|巷)$", "", road) or road
+
+
 def _strip_community(name: str) -> str:
     core = name.removesuffix("社区")
     for suf in ("新村", "花园", "东", "西", "南", "北", "中"):
@@ -351,7 +357,7 @@ def _name_facilities(world: World, entities: list[_Entity], rng: random.Random, 
             continue
         cat = it.facility["category"]
         core = _strip_community(comm_name[e.grid[:12]])
-        road_core = e.road[:-2] if e.road.endswith("大道") else e.road[:-1]
+        road_core = road_core_of(e.road)
         candidates: list[str] = []
         if cat == "小学":
             if first_primary:

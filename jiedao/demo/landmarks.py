@@ -18,7 +18,7 @@ from shapely.geometry import LineString
 from shapely.ops import nearest_points
 
 from jiedao.demo import names
-from jiedao.demo.buildings import _strip_community
+from jiedao.demo.buildings import _strip_community, road_core_of
 from jiedao.demo.geography import km_to_lonlat_xy, sample_points
 from jiedao.demo.pipeline import World
 
@@ -87,10 +87,11 @@ def mall_aliases(name: str) -> list[str]:
 
 
 def office_aliases(name: str) -> list[str]:
-    for kind in sorted(names.OFFICE_KINDS, key=len, reverse=True):
-        if name.endswith(kind):
+    """越秀总部大厦 → [越秀总部, 越秀总部大楼]; 时代广场写字楼 → [时代广场, …]."""
+    for kind in ("写字楼", "大厦", "中心"):
+        if name.endswith(kind) and len(name) > len(kind) + 1:
             core = name.removesuffix(kind)
-            return [core + "大楼", core + ("大厦" if kind != "大厦" else "中心")]
+            return [core, core + "大楼", core + ("大厦" if kind != "大厦" else "中心")]
     return [name + "大楼"]
 
 
@@ -196,7 +197,7 @@ def stage_landmarks(world: World, rng: random.Random) -> None:
                 continue
             core = _strip_community(comm_name[place["community_code"]])
             road = roads_by_name[int(road_tree.query_nearest(shapely.points(x, y))[0])][0]
-            road_core = road.removesuffix("大道") if road.endswith("大道") else road[:-1]
+            road_core = road_core_of(road)
             for cand in (core, road_core, road, core + "北", core + "南", core + "东", core + "西"):
                 name = f"地铁{num}号线{cand}站"
                 if cand not in used and name not in used:
