@@ -21,12 +21,17 @@ import sqlalchemy as sa
 
 from jiedao.db import Database, get_meta, set_meta
 from jiedao.demo import names
-from jiedao.demo.pipeline import DEFAULT_SEED, SCALES, Stage, World, generate
+from jiedao.demo.pipeline import DEFAULT_SEED, SCALES, Stage, World, generate, stage_rng
 
 DEMO_LABEL = "示例数据（合成，非真实）"
 CHUNK = 2000
 KEEP_TABLES = ("alembic_version", "jiedao_meta")
 DEMO_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = DEMO_DIR.parent
+# Packages whose source the demo's content depends on. A later stage that runs data through
+# another capability's engine (e.g. "cases", "hub") adds that package here, so a change to
+# the engine rebuilds the stored demo.
+FINGERPRINT_PACKAGES: tuple[str, ...] = ("demo",)
 
 
 # ---------------------------------------------------------------- fingerprint
@@ -51,9 +56,11 @@ def fingerprint(scale: str = "full", seed: int = DEFAULT_SEED) -> str:
     """sha256 over the generator's sources, the catalogue files, seed, scale and schema heads."""
     h = hashlib.sha256()
     h.update(f"seed={seed};scale={scale};heads={','.join(_schema_heads())}\n".encode())
-    files = sorted(p for p in DEMO_DIR.rglob("*.py") if "__pycache__" not in p.parts)
-    for p in files:
-        h.update(str(p.relative_to(DEMO_DIR)).encode() + b"\0" + p.read_bytes() + b"\0")
+    for pkg in FINGERPRINT_PACKAGES:
+        root = PACKAGE_DIR / pkg
+        files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+        for p in files:
+            h.update(str(p.relative_to(PACKAGE_DIR)).encode() + b"\0" + p.read_bytes() + b"\0")
     cat = _catalog_dir()
     if cat is not None and cat.is_dir():
         for p in sorted(q for q in cat.rglob("*") if q.is_file()):
@@ -146,10 +153,29 @@ def _fix_sequences(conn: sa.Connection, tables: Iterable[sa.Table]) -> None:
         ))
 
 
-def _load_catalog(session) -> dict:
+def _load_catalog(session, world: World, rng, tables: dict[str, sa.Table]) -> dict[str, int]:
+    """The catalogue files through the real loader (street offices come from geo_street)."""
     from jiedao.catalog.loader import sync_catalog
 
-    return sync_catalog(session)
+    summary = sync_catalog(session)
+    session.flush()
+    conn = session.connection()
+    n = conn.execute(sa.select(sa.func.count()).select_from(tables["catalog_department"]))
+    return {"catalog_department": int(n.scalar_one()),
+            "catalog_matter": int(summary.get("matters", 0)) if isinstance(summary, dict) else 0}
+
+
+def _users_stage(session, world: World, rng, tables: dict[str, sa.Table]) -> dict[str, int]:
+    return {"auth_user": _insert_users(session.connection(), world, tables)}
+
+
+# Stages that run against the database after the generated rows are written, in order:
+# (name, progress label, func(session, world, rng, tables) -> counts). Each gets its own RNG
+# (stage_rng(seed, "db:" + name)). Later issues append theirs (hub ledgers, a year of appeals).
+DB_STAGES: list[tuple[str, str, Any]] = [
+    ("catalog", "职责清单与部门", _load_catalog),
+    ("users", "演示用户", _users_stage),
+]
 
 
 def _insert_users(conn: sa.Connection, world: World, tables: dict[str, sa.Table]) -> int:
@@ -216,21 +242,12 @@ def build_demo(
                 counts[name] = len(rows)
                 timings[f"write.{name}"] = round(time.perf_counter() - t0, 3)
             _fix_sequences(conn, [reflected[n] for n in order])
-            t0 = time.perf_counter()
-            task = bar.add("职责清单与部门")
-            summary = _load_catalog(s)
-            s.flush()
-            bar.finish(task)
-            counts["catalog_department"] = int(
-                conn.execute(sa.select(sa.func.count()).select_from(reflected["catalog_department"])).scalar_one()
-            )
-            counts["catalog_matter"] = int(summary.get("matters", 0)) if isinstance(summary, dict) else 0
-            timings["write.catalog"] = round(time.perf_counter() - t0, 3)
-            t0 = time.perf_counter()
-            task = bar.add("演示用户")
-            counts["auth_user"] = _insert_users(conn, world, reflected)
-            bar.finish(task)
-            timings["write.users"] = round(time.perf_counter() - t0, 3)
+            for name, label, func in DB_STAGES:
+                t0 = time.perf_counter()
+                task = bar.add(label)
+                counts.update(func(s, world, stage_rng(seed, "db:" + name), reflected))
+                bar.finish(task)
+                timings[f"db.{name}"] = round(time.perf_counter() - t0, 3)
             counts["offices"] = sum(1 for b in world.rows("geo_building") if b["kind"] == "office")
             set_meta(s, "demo", "true")
             set_meta(s, "demo_label", DEMO_LABEL)

@@ -9,8 +9,9 @@ foreign-key order. Shapely geometries (lon/lat) used by later stages live in
 ``world.geoms`` keyed by code.
 
 Later issues extend the pipeline: department ledgers (hub) and a year of appeals (cases)
-are further stages appended to :data:`STAGES` (pure generation) or to the build's
-database stages (those that must run through the real engine).
+are further stages appended to the list in :func:`_stages` (pure generation, rows into
+``world.tables``) or to :data:`jiedao.demo.build.DB_STAGES` (stages that must run through
+a capability's real engine against the database after the rows are written).
 """
 
 from __future__ import annotations
