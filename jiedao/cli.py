@@ -15,7 +15,7 @@ def _mount() -> None:
     from jiedao import benchrun
 
     benchrun.register(app)
-    for name in ("geo", "catalog", "auth", "demo", "web"):
+    for name in ("geo", "catalog", "auth", "demo", "web", "cases"):
         try:
             mod = importlib.import_module(f"jiedao.{name}.cli")
         except ModuleNotFoundError as e:

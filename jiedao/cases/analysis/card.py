@@ -44,6 +44,7 @@ class Analysis:
     repeat_caller: bool = False
     suggestion: Suggestion | None = None
     needs_confirmation: tuple[str, ...] = ()  # "category", "location", "department"
+    notes: tuple[str, ...] = ()  # why: place doubts, duplicate and repeat-caller findings
 
     @property
     def auto_dispatchable(self) -> bool:

@@ -1,0 +1,238 @@
+"""Duplicates (one event, many callers) and repeat callers.
+
+A case duplicates an earlier one when it is the same problem (same matter, similar text) at
+the same place (same address or building, or same grid and within ``near_m`` metres) within
+``window_hours``. It then joins the earlier case's :class:`~jiedao.cases.models.Event`
+(``last_at`` and ``case_count`` updated atomically in SQL); otherwise it starts a new event.
+
+Candidates come from one indexed query (``cases_case.grid_code`` + time window), or, for a
+replay of many cases in one process, from a small in-memory index of the recent cases
+(:class:`RecentIndex`) that avoids the query altogether.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import case as sql_case
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from jiedao.cases.analysis.card import Location
+from jiedao.cases.analysis.classifier import prepare
+from jiedao.cases.models import Case, Event
+
+_M_PER_DEG = 111_320.0
+CLOSED_STATES = ("closed", "followed_up")
+
+
+@dataclass
+class DuplicateConfig:
+    window_hours: float = 72.0
+    near_m: float = 150.0  # "close" on the same grid
+    same_place_similarity: float = 0.08  # text similarity needed at the very same address/place
+    near_similarity: float = 0.25  # … when only close by
+    repeat_days: int = 30
+    repeat_min_cases: int = 3  # this many earlier cases in repeat_days → repeat caller
+    max_candidates: int = 60
+
+
+def shingles(text: str) -> frozenset[str]:
+    """Character bigrams of the prepared text (digits as 0, no spaces)."""
+    s = prepare(text)
+    return frozenset(s[i:i + 2] for i in range(len(s) - 1)) or frozenset([s])
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    if not a or not b:
+        return 0.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+def _building(address_code: str | None) -> str | None:
+    return address_code.split("-", 1)[0] if address_code else None
+
+
+def _dist(lon1, lat1, lon2, lat2) -> float:
+    if None in (lon1, lat1, lon2, lat2):
+        return math.inf
+    coslat = math.cos(math.radians((lat1 + lat2) / 2))
+    return math.hypot((lon1 - lon2) * _M_PER_DEG * coslat, (lat1 - lat2) * _M_PER_DEG)
+
+
+@dataclass
+class Recent:
+    """What the duplicate check needs to know about an earlier case."""
+
+    case_id: int
+    event_id: int | None
+    at: datetime
+    address_code: str | None
+    lon: float | None
+    lat: float | None
+    shingles: frozenset
+    place: str | None = None  # matched place name (compound / landmark) when no address
+
+
+@dataclass(frozen=True)
+class Match:
+    case_id: int
+    event_id: int | None
+    similarity: float
+    reason: str
+
+
+class RecentIndex:
+    """Recent cases per (matter, grid) in memory, for replaying many cases in one process."""
+
+    def __init__(self, window: timedelta):
+        self.window = window
+        self._by_key: dict[tuple[str, str], deque[Recent]] = defaultdict(deque)
+
+    def candidates(self, matter: str, grid: str, at: datetime) -> list[Recent]:
+        q = self._by_key.get((matter, grid))
+        if not q:
+            return []
+        while q and q[0].at < at - self.window:
+            q.popleft()
+        return [r for r in reversed(q) if r.at <= at]
+
+    def add(self, matter: str, grid: str, rec: Recent) -> None:
+        self._by_key[(matter, grid)].append(rec)
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._by_key.values())
+
+
+class DuplicateFinder:
+    """Finds the event a case belongs to, and flags repeat callers."""
+
+    def __init__(self, config: DuplicateConfig | None = None, *, in_memory: bool = False):
+        self.config = config or DuplicateConfig()
+        self.window = timedelta(hours=self.config.window_hours)
+        self.recent: RecentIndex | None = RecentIndex(self.window) if in_memory else None
+
+    # -- candidates
+
+    def _db_candidates(self, session: Session, case_id: int | None, matter: str, grid: str,
+                       at: datetime) -> list[Recent]:
+        stmt = (select(Case.id, Case.event_id, Case.received_at, Case.address_code, Case.lon, Case.lat,
+                       Case.text, Case.location_text)
+                .where(Case.grid_code == grid, Case.matter_code == matter,
+                       Case.received_at >= at - self.window, Case.received_at <= at)
+                .order_by(Case.received_at.desc()).limit(self.config.max_candidates))
+        if case_id is not None:
+            stmt = stmt.where(Case.id != case_id)
+        return [Recent(r.id, r.event_id, r.received_at, r.address_code, r.lon, r.lat, shingles(r.text),
+                       prepare(r.location_text or "") or None)
+                for r in session.execute(stmt)]
+
+    def find(self, session: Session, *, case_id: int | None, matter: str | None, loc: Location,
+             text: str, at: datetime, sh: frozenset | None = None) -> Match | None:
+        """The earlier case this one duplicates, or None."""
+        if not matter or not loc.grid_code:
+            return None
+        cfg = self.config
+        cands = (self.recent.candidates(matter, loc.grid_code, at) if self.recent is not None
+                 else self._db_candidates(session, case_id, matter, loc.grid_code, at))
+        if not cands:
+            return None
+        sh = sh if sh is not None else shingles(text)
+        building = _building(loc.address_code)
+        place = prepare(loc.text or "") or None
+        best: Match | None = None
+        for c in cands:
+            if c.case_id == case_id:
+                continue
+            sim = jaccard(sh, c.shingles)
+            if loc.address_code and c.address_code == loc.address_code:
+                need, why = cfg.same_place_similarity, "同一地址"
+            elif building and _building(c.address_code) == building:
+                need, why = cfg.same_place_similarity, "同一楼栋"
+            elif not loc.address_code and not c.address_code and _dist(loc.lon, loc.lat, c.lon, c.lat) < 1.0:
+                need, why = cfg.same_place_similarity, "同一地点"
+            elif _dist(loc.lon, loc.lat, c.lon, c.lat) <= cfg.near_m:
+                need, why = cfg.near_similarity, f"同一网格且相距不足{int(cfg.near_m)}米"
+            elif place and c.place and place == c.place:
+                need, why = cfg.same_place_similarity, "同一地点"
+            else:
+                continue
+            if sim >= need and (best is None or sim > best.similarity):
+                best = Match(c.case_id, c.event_id, sim, why)
+        return best
+
+    # -- events
+
+    def assign_event(self, session: Session, *, case_id: int | None, matter: str | None, loc: Location,
+                     text: str, at: datetime) -> tuple[int | None, tuple[int, ...], str | None]:
+        """Join the event of a duplicate, or start a new one. Returns (event id, dups, reason)."""
+        if not matter:
+            return None, (), None
+        sh = shingles(text)
+        m = self.find(session, case_id=case_id, matter=matter, loc=loc, text=text, at=at, sh=sh)
+        if m is not None and m.event_id is not None:
+            session.execute(update(Event).where(Event.id == m.event_id).values(
+                case_count=Event.case_count + 1,
+                last_at=sql_case((Event.last_at < at, at), else_=Event.last_at)))
+            event_id = m.event_id
+            dups = self._event_cases(session, event_id, case_id, m.case_id)
+            reason = f"与工单 {m.case_id} 为同一事件（{m.reason}，文本相似度 {m.similarity:.2f}）"
+        else:
+            event_id = session.execute(insert(Event).values(
+                matter_code=matter, grid_code=loc.grid_code, address_code=loc.address_code,
+                title=(text or "")[:200], first_at=at, last_at=at, case_count=1,
+            ).returning(Event.id)).scalar_one()
+            dups, reason = (), None
+        if self.recent is not None and loc.grid_code and case_id is not None:
+            self.recent.add(matter, loc.grid_code, Recent(case_id, event_id, at, loc.address_code,
+                                                          loc.lon, loc.lat, sh, prepare(loc.text or "") or None))
+        return event_id, dups, reason
+
+    def _event_cases(self, session: Session, event_id: int, case_id: int | None, fallback: int) -> tuple[int, ...]:
+        if self.recent is not None:
+            return (fallback,)
+        stmt = select(Case.id).where(Case.event_id == event_id).order_by(Case.id).limit(20)
+        if case_id is not None:
+            stmt = stmt.where(Case.id != case_id)
+        ids = tuple(session.scalars(stmt))
+        return ids or (fallback,)
+
+    # -- repeat callers
+
+    def repeat_caller(self, session: Session, *, case_id: int | None, caller_id: int | None,
+                      matter: str | None, loc: Location, at: datetime) -> tuple[bool, str | None]:
+        """A caller with an open case on the same matter or place, or many recent cases."""
+        if caller_id is None:
+            return False, None
+        cfg = self.config
+        stmt = (select(Case.id, Case.matter_code, Case.grid_code, Case.address_code, Case.state)
+                .where(Case.caller_id == caller_id,
+                       Case.received_at >= at - timedelta(days=cfg.repeat_days), Case.received_at <= at))
+        if case_id is not None:
+            stmt = stmt.where(Case.id != case_id)
+        rows = session.execute(stmt).all()
+        for r in rows:
+            if r.state in CLOSED_STATES:
+                continue
+            if matter and r.matter_code == matter:
+                return True, f"该来电人已有同类未办结工单 {r.id}"
+            if loc.address_code and r.address_code == loc.address_code:
+                return True, f"该来电人已有同一地点未办结工单 {r.id}"
+        if len(rows) >= cfg.repeat_min_cases:
+            return True, f"该来电人 {cfg.repeat_days} 天内已来电 {len(rows)} 次"
+        return False, None
+
+
+def event_sizes(session: Session, event_ids: list[int]) -> dict[int, int]:
+    """case_count of events (for cards and tests)."""
+    if not event_ids:
+        return {}
+    return dict(session.execute(select(Event.id, Event.case_count).where(Event.id.in_(event_ids))).all())
+
+
+__all__ = ["DuplicateConfig", "DuplicateFinder", "Match", "RecentIndex", "event_sizes", "jaccard",
+           "shingles"]
