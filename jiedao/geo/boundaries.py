@@ -134,11 +134,14 @@ def _check_geometry(geom: Any, where: dict, problems: list[Problem]) -> tuple | 
     except Exception as e:  # shapely raises several types on malformed rings
         bad(f"几何图形无法解析：{e}")
         return None
-    if shp.is_empty or shp.area == 0:
-        bad("几何图形为空（面积为 0）")
+    if shp.is_empty:
+        bad("几何图形为空")
         return None
     if not shp.is_valid:
         bad(f"几何图形无效：{explain_validity(shp)}")
+        return None
+    if shp.area == 0:
+        bad("几何图形面积为 0")
         return None
     c = shp.centroid
     text = json.dumps({"type": gtype, "coordinates": geom["coordinates"]},

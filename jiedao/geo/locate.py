@@ -510,21 +510,23 @@ class AddressResolver:
                 m = self.landmarks[lid]
                 if normalize(m.name) in self._by_compound and name != normalize(m.name):
                     continue  # the compound itself is already a target
-                targets.append((score, name, self._mark(lid, 1.0, False)))
+                targets.append((score, m.name, self._mark(lid, 1.0, False,
+                                                          building_no=parsed.building_no)))
         targets.sort(key=lambda t: -t[0])
         cands, seen = [], set()
         for score, name, res in targets:
-            key = (res.matched_name, res.grid_code)
+            key = (name, res.grid_code)
             if key not in seen:
                 seen.add(key)
-                cands.append(Candidate(res.matched_name or name, res.matched_by or "compound",
+                cands.append(Candidate(name, res.matched_by or "compound",
                                        round(score, 3), res.grid_code, res.address_code,
                                        res.lon, res.lat))
-        s1, _, best = targets[0]
+        s1, best_name, best = targets[0]
         rivals = [t for t in targets if t[0] >= s1 - 0.08 and t[2].grid_code != best.grid_code]
         if s1 >= 0.8 and not rivals:
             conf = round(best.confidence * 0.75 * s1, 3)
-            return Resolution(**{**best.__dict__, "confidence": conf, "candidates": tuple(cands[:5])})
+            return Resolution(**{**best.__dict__, "confidence": conf, "matched_name": best_name,
+                                 "candidates": tuple(cands[:5])})
         return Resolution(confidence=round(min(0.3, 0.3 * s1), 3), candidates=tuple(cands[:5]))
 
     def _compound_place(self, name: str, building_no: str | None, conf: float) -> Resolution:
@@ -558,7 +560,11 @@ class AddressResolver:
                 found = []
                 if "landmark" in kinds:
                     after = self.parser.parse(s[start + len(name):])
-                    found.append(self._landmarks(name, 0.9, after.building_no))
+                    pc = parsed.compound
+                    # 龙热印象花园 holds the alias 印象 but names some other, unknown place
+                    inside = bool(pc and name in pc and pc != name and compound_core(pc) != name
+                                  and pc not in self._by_compound)
+                    found.append(self._landmarks(name, 0.45 if inside else 0.9, after.building_no))
                 if kinds & {"road", "compound"} and start > 0:  # start 0 was parsed above
                     found.append(self._from_parsed(self.parser.parse(s[start:])))
                 for r in found:
