@@ -166,10 +166,18 @@ class Workflow:
         depts = [main[0], *[d for d, _ in co]]
         _require(len(set(depts)) == len(depts), "主办和协办部门不能重复")
         rnd = self.case.round
-        self.case.assignments.append(Assignment(main[0], "main", main[1], round=rnd))
-        for dept, deadline in co:
-            self.case.assignments.append(Assignment(dept, "co", deadline, round=rnd))
-        self._log(at, actor, "dispatch", "dispatched", assignment=len(self.case.assignments) - 1 - len(co))
+        active = {a.department: a for a in self.case.active_assignments()}
+        main_index = None
+        for role, (dept, deadline) in [("main", main), *(("co", c) for c in co)]:
+            held = active.get(dept)
+            if held is not None and held.role == role == "co":
+                continue  # a co-handler still on the case after a return keeps its work
+            if held is not None:
+                held.state = "cancelled"  # superseded by the new role
+            self.case.assignments.append(Assignment(dept, role, deadline, round=rnd))
+            if role == "main":
+                main_index = len(self.case.assignments) - 1
+        self._log(at, actor, "dispatch", "dispatched", assignment=main_index)
         return self.done()
 
     def reassign(self, at, actor, index: int, department: str, deadline: datetime, reason: str) -> CaseState:
