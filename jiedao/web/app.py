@@ -253,6 +253,7 @@ def _install_health(app: FastAPI) -> None:
 def create_app(db: Database | None = None) -> FastAPI:
     """Build the web application around ``db`` (default: the process database)."""
     from jiedao.auth.routes import router as auth_router
+    from jiedao.cases.routes_ui import router as cases_ui_router
     from jiedao.catalog.routes import router as catalog_router
     from jiedao.geo.routes import router as geo_router
 
@@ -278,4 +279,5 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(geo_router)
     app.include_router(catalog_router)
+    app.include_router(cases_ui_router)
     return app
