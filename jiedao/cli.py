@@ -15,11 +15,13 @@ def _mount() -> None:
     from jiedao import benchrun
 
     benchrun.register(app)
-    for name in ("geo", "catalog", "auth", "demo", "web", "cases"):
+    for name in ("geo", "catalog", "auth", "demo", "web", "cases", "cases.cli_import"):
+        # "pkg" mounts jiedao.pkg.cli; a dotted "pkg.module" mounts jiedao.pkg.module
+        modname = f"jiedao.{name}" if "." in name else f"jiedao.{name}.cli"
         try:
-            mod = importlib.import_module(f"jiedao.{name}.cli")
+            mod = importlib.import_module(modname)
         except ModuleNotFoundError as e:
-            if e.name != f"jiedao.{name}.cli":
+            if e.name != modname:
                 raise
             continue
         mod.register(app)

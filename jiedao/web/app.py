@@ -253,6 +253,9 @@ def _install_health(app: FastAPI) -> None:
 def create_app(db: Database | None = None) -> FastAPI:
     """Build the web application around ``db`` (default: the process database)."""
     from jiedao.auth.routes import router as auth_router
+    from jiedao.cases.api import router as cases_api_router
+    from jiedao.cases.open311 import router as open311_router
+    from jiedao.cases.public import router as cases_public_router
     from jiedao.cases.routes_ui import router as cases_ui_router
     from jiedao.catalog.routes import router as catalog_router
     from jiedao.geo.routes import router as geo_router
@@ -280,4 +283,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(geo_router)
     app.include_router(catalog_router)
     app.include_router(cases_ui_router)
+    app.include_router(cases_api_router)
+    app.include_router(cases_public_router)
+    app.include_router(open311_router)
     return app
