@@ -419,3 +419,105 @@ def test_return_redispatch_reassign_supervise_extension_and_reopen(client, token
     assert case["state"] == "dispatched" and case["reopen_count"] == 1
     reopened = [a for a in case["assignments"] if a["round"] == 2]
     assert [(a["department_code"], a["role"]) for a in reopened] == [("ZJJ", "main")]
+
+
+# ---------------------------------------------------------------- public pages (no login)
+
+
+def form_token_of(html: str) -> str:
+    return re.search(r'name="form_token" value="([^"]+)"', html).group(1)
+
+
+def test_public_submit_track_and_rate(app, client, token, places, matter, demo_db):
+    from jiedao.cases.models import Case
+
+    anon = TestClient(app)
+    page = anon.get("/public/submit", headers=HTML)
+    assert page.status_code == 200 and 'name="text"' in page.text
+    form = {"form_token": form_token_of(page.text),
+            "text": "小区门口烧烤摊占道经营<script>alert(1)</script>", "place": places["001"][0],
+            "phone": "13712345678", "name": "赵六"}
+    before = count_cases(demo_db)
+    r = anon.post("/public/submit", data=form, headers=HTML)
+    assert r.status_code == 201, r.text[:500]
+    code = re.search(r'id="tracking-code">([0-9A-Z]{16})<', r.text).group(1)
+    assert anon.post("/public/submit", data=form, headers=HTML).status_code == 201  # replayed form
+    assert count_cases(demo_db) == before + 1
+    with demo_db.session() as s:
+        case = s.scalar(select(Case).where(Case.code == code))
+        assert case.channel == "web" and case.created_by.startswith("public:")
+        assert case.caller.phone == "13712345678" and case.location_text == places["001"][0]
+        case_id = case.id
+    # tracking shows the state and timeline, and nothing personal
+    t = anon.get("/public/track", params={"code": code}, headers=HTML)
+    assert t.status_code == 200 and 'id="track-steps"' in t.text
+    for secret in ("13712345678", "赵六", "烧烤摊", "alert(1)", "operator01", "api:"):
+        assert secret not in t.text, secret
+    assert anon.get("/public/track", params={"code": "2026ZZZZZZZZZZZZ"},
+                    headers=HTML).status_code == 404
+    # handle and close it through the API, then the caller rates it
+    case = client.get(f"/api/cases/{case_id}", headers=token("operator01")).json()
+    if case["state"] == "dispatched":
+        for a in case["assignments"]:
+            h = token(user_for(a["department_code"]))
+            case = act(client, h, case, "sign", index=a["seq"]).json()
+            case = act(client, h, case, "reply", index=a["seq"], text="已处理").json()
+    else:
+        case = act(client, token("operator01"), case, "dispatch", matter_code=matter,
+                   main="CGJ").json()
+        case = act(client, token("handler.cgj"), case, "sign").json()
+        case = act(client, token("handler.cgj"), case, "reply", text="已处理").json()
+    case = act(client, token("operator01"), case, "close").json()
+    assert case["state"] == "closed"
+    assert "rate-link" in anon.get("/public/track", params={"code": code}, headers=HTML).text
+
+    def rate(last4, satisfaction="满意"):
+        page = anon.get("/public/rate", params={"code": code}, headers=HTML)
+        return anon.post("/public/rate", headers=HTML, data={
+            "form_token": form_token_of(page.text), "code": code, "phone_last4": last4,
+            "satisfaction": satisfaction, "comment": "谢谢"})
+
+    r = rate("0000")
+    assert r.status_code == 403 and "不正确" in r.text
+    assert rate("12ab").status_code == 422
+    r = rate("5678")
+    assert r.status_code == 200 and "感谢您的评价" in r.text
+    with demo_db.session() as s:
+        c = s.get(Case, case_id)
+        assert c.state == "followed_up" and c.satisfaction == "满意"
+        assert c.transitions[-1].actor == "citizen"
+    assert rate("5678").status_code == 409  # already rated
+
+
+def test_public_forms_refuse_bad_tokens_bad_input_and_floods(app, places, demo_db):
+    anon = TestClient(app)
+    before = count_cases(demo_db)
+    base = {"text": "路灯不亮", "place": "", "phone": "13712345679", "name": ""}
+    assert anon.post("/public/submit", data=base, headers=HTML).status_code == 403
+    assert anon.post("/public/submit", data={**base, "form_token": "forged"},
+                     headers=HTML).status_code == 403
+    token = form_token_of(anon.get("/public/submit", headers=HTML).text)
+    assert anon.post("/public/submit", data={**base, "form_token": token, "website": "x"},
+                     headers=HTML).status_code == 403  # honeypot
+    r = anon.post("/public/submit", data={**base, "form_token": token, "text": "",
+                                           "name": "<b>王</b>"}, headers=HTML)
+    assert r.status_code == 422 and 'id="err-text"' in r.text
+    assert "&lt;b&gt;王&lt;/b&gt;" in r.text and "<b>王</b>" not in r.text
+    r = anon.post("/public/submit", data={**base, "form_token": token, "phone": "110"},
+                  headers=HTML)
+    assert r.status_code == 422 and 'id="err-phone"' in r.text
+    r = anon.post("/public/submit", data={**base, "form_token": token, "text": "长" * 100_000},
+                  headers=HTML)
+    assert r.status_code == 422
+    assert count_cases(demo_db) == before
+    # a flood from one address is cut off (limit lowered for the test)
+    app.state.public_rate_limit = 2
+    try:
+        codes = []
+        for _ in range(3):
+            t = form_token_of(anon.get("/public/submit", headers=HTML).text)
+            codes.append(anon.post("/public/submit", data={**base, "form_token": t},
+                                   headers=HTML).status_code)
+    finally:
+        del app.state.public_rate_limit
+    assert codes[-1] == 429 and count_cases(demo_db) <= before + 2
