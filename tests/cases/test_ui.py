@@ -16,9 +16,12 @@ HTML = {"accept": "text/html,application/xhtml+xml"}
 
 @pytest.fixture(scope="module")
 def app(demo_db):
+    from jiedao.cases.runtime import get_pipeline
     from jiedao.web.app import create_app
 
-    return create_app(demo_db)
+    app = create_app(demo_db)
+    app.state.case_pipeline = get_pipeline()  # the process one (same database), built once
+    return app
 
 
 @pytest.fixture(scope="module")

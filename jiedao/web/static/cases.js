@@ -114,7 +114,7 @@
           layoutCenter: ['50%', '50%'], layoutSize: '95%',
           label: { show: true, fontSize: 11, color: '#1f2933',
             formatter: function (p) { return (names[p.name] || '') + (counts[p.name] ? '\n' + counts[p.name] : ''); } },
-          itemStyle: { borderColor: '#ffffff', borderWidth: 1 },
+          itemStyle: { borderColor: '#7f9cc0', borderWidth: 1 },
           emphasis: { label: { show: true, fontWeight: 'bold' }, itemStyle: { areaColor: '#fde68a' } },
           data: gj.features.map(function (f) {
             return { name: f.properties.code, value: counts[f.properties.code] || 0 };
