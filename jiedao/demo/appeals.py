@@ -392,7 +392,7 @@ class AppealGenerator:
             if landline:
                 p = f"027-8{int(rng.random() * 10_000_000):07d}"
             else:
-                p = f"1{'3578915'[int(rng.random() * 7)]}{int(rng.random() * 1_000_000_000):09d}"
+                p = f"1{'3578935789'[int(rng.random() * 10)]}{int(rng.random() * 1_000_000_000):09d}"
             if p not in self._phones:
                 self._phones.add(p)
                 return p
@@ -654,3 +654,37 @@ def generate_appeals(places: Places, catalog=None, *, seed: int = DEFAULT_SEED, 
 
         catalog = load_catalog()
     return AppealGenerator(places, catalog, seed=seed, scale=scale, year=year, total=total)
+
+
+# ---------------------------------------------------------------- build_demo stage
+def db_stage(session, world, rng, tables) -> dict[str, int]:
+    """``build_demo`` stage "appeals": generate the year for the district just written and
+    replay it through the real case engine (:func:`jiedao.cases.replay.replay_year`).
+
+    Shows its phases on the build's progress bar (``world.ctx["progress"]`` when present) and
+    keeps the replay's evaluation and rates in the ``demo_appeals`` meta entry.
+    """
+    from jiedao.cases.replay import replay_year
+    from jiedao.db import set_meta
+
+    bar = world.ctx.get("progress")
+    tasks: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if bar is None:
+            return
+        if phase not in tasks:
+            tasks[phase] = bar.add(f"诉求{phase}", total)
+            seen[phase] = 0
+        bar.advance(tasks[phase], done - seen[phase])
+        seen[phase] = done
+
+    r = replay_year(session, seed=world.seed, scale=world.scale.name, progress=progress)
+    for task in tasks.values():
+        bar.finish(task)
+    set_meta(session, "demo_appeals", json.dumps(
+        {"appeals": r.appeals, "evaluation": r.evaluation, "rates": r.rates, "timings": r.timings,
+         "training": r.training}, ensure_ascii=False, sort_keys=True, default=str))
+    world.ctx["appeals_replay"] = r
+    return {"appeals": r.appeals, **{k: int(v) for k, v in r.counts.items()}}

@@ -31,7 +31,7 @@ PACKAGE_DIR = DEMO_DIR.parent
 # Packages whose source the demo's content depends on. A later stage that runs data through
 # another capability's engine (e.g. "cases", "hub") adds that package here, so a change to
 # the engine rebuilds the stored demo.
-FINGERPRINT_PACKAGES: tuple[str, ...] = ("demo",)
+FINGERPRINT_PACKAGES: tuple[str, ...] = ("demo", "cases")
 
 
 # ---------------------------------------------------------------- fingerprint
@@ -169,12 +169,19 @@ def _users_stage(session, world: World, rng, tables: dict[str, sa.Table]) -> dic
     return {"auth_user": _insert_users(session.connection(), world, tables)}
 
 
+def _appeals_stage(session, world: World, rng, tables: dict[str, sa.Table]) -> dict[str, int]:
+    from jiedao.demo.appeals import db_stage  # a year of appeals through the case engine
+
+    return db_stage(session, world, rng, tables)
+
+
 # Stages that run against the database after the generated rows are written, in order:
 # (name, progress label, func(session, world, rng, tables) -> counts). Each gets its own RNG
 # (stage_rng(seed, "db:" + name)). Later issues append theirs (hub ledgers, a year of appeals).
 DB_STAGES: list[tuple[str, str, Any]] = [
     ("catalog", "职责清单与部门", _load_catalog),
     ("users", "演示用户", _users_stage),
+    ("appeals", "一年诉求回放", _appeals_stage),
 ]
 
 
@@ -242,6 +249,7 @@ def build_demo(
                 counts[name] = len(rows)
                 timings[f"write.{name}"] = round(time.perf_counter() - t0, 3)
             _fix_sequences(conn, [reflected[n] for n in order])
+            world.ctx["progress"] = bar
             for name, label, func in DB_STAGES:
                 t0 = time.perf_counter()
                 task = bar.add(label)
