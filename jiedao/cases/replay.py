@@ -4,12 +4,21 @@ What runs for real
 ------------------
 * **Training.** The year is generated once and spooled to a temporary file; the appeals of
   the train split (``held_out`` False, 80 %) train the category classifier through the
-  analysis's own training function; the held-out 20 % are only ever analysed, never
-  trained on, and the replay reports macro-F1 on them (and the right-grid rate on held-out
-  appeals that name a place, and duplicate precision/recall on event pairs).
-* **Intake analysis.** Every appeal goes through the analysis pipeline of
-  :mod:`jiedao.cases.runtime` in batches (``analyse_many``): category, urgency, place,
-  duplicate cluster, repeat caller, dispatch suggestion; the card is copied onto the case by
+  analysis's own training function (:func:`jiedao.cases.analysis.classifier.train`, which
+  samples at most :data:`REPLAY_TRAIN_CAP` rows per matter; the small test demo uses the
+  first :data:`SMALL_TRAIN_ROWS`). The held-out 20 % are only ever analysed, never trained
+  on; the replay reports macro-F1 on them, the right-grid rate on held-out appeals that name
+  a place, and duplicate precision/recall (a held-out appeal joined to an earlier case of the
+  same true event is a true positive).
+* **Intake analysis.** Every appeal goes through the analysis pipeline
+  (:class:`jiedao.cases.runtime.CasePipeline` with its
+  :class:`~jiedao.cases.analysis.analyzer.Analyzer`), in chunks, by :class:`BatchAnalysis`:
+  categories come from one batch prediction per chunk and places from the analyzer's
+  locator (both computed one chunk ahead in a forked worker process), then the analyzer's
+  in-memory duplicate finder assigns events in time order and the analyzer makes the card —
+  what ``Analyzer.analyse`` does, minus its per-case database round trips (events are
+  written in bulk; the repeat-caller rule runs on the replay's own record of earlier cases
+  and their close times). The card is copied onto the case by
   :func:`jiedao.cases.intake.apply_analysis`, exactly as live intake does.
 * **Dispatch and workflow.** An auto-dispatchable card is dispatched as suggested; otherwise
   a simulated operator confirms category and place (and is right most of the time) and the
@@ -661,7 +670,7 @@ def _unspool(path: str) -> Iterator[list]:
                 return
 
 
-REPLAY_TRAIN_CAP = 300  # train rows per matter (a fixed-seed sample of the train split)
+REPLAY_TRAIN_CAP = 120  # train rows per matter (a fixed-seed sample of the train split): trains in about a minute
 SMALL_TRAIN_ROWS = 900  # the small (test) demo trains on this many train-split rows, to stay fast
 
 

@@ -54,7 +54,7 @@ def print_summary(result: dict) -> None:
               ("geo_building", "楼栋"), ("offices", "其中写字楼"), ("geo_address", "标准地址"),
               ("geo_road", "道路"), ("geo_landmark", "地标"), ("geo_landmark_alias", "地标别名"),
               ("catalog_department", "部门（含街道办事处）"), ("catalog_matter", "职责清单事项"),
-              ("auth_user", "演示用户")]
+              ("auth_user", "演示用户"), ("cases_case", "一年诉求工单（经真实引擎回放）")]
     con.print("，".join(f"{label} {c[k]:,}" for k, label in labels if k in c))
     t = Table(title="演示账号（密码相同，仅限演示）")
     t.add_column("用户名")

@@ -1,0 +1,116 @@
+"""Replay of the demo year (about 294,000 appeals) through the whole case pipeline: seconds,
+cases/s and peak memory against the targets (≤ 5 minutes, ≤ 2 GB), on SQLite and — when
+JIEDAO_BENCH_PG_URL points at a PostgreSQL server — on PostgreSQL too.
+
+Each database gets the district first (``build_demo`` without its appeals stage, in a child
+process), then a second child process runs only ``replay_year`` (generation, training on the
+80 % split, analysis, simulated handling, writing) so that its time and peak RSS (its own and
+its worker's) are the replay's. The resulting 按时办结率 and 满意率 are read back from the
+database and printed as a sanity check, with the held-out analysis metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+BUILD = r"""
+import sys
+from jiedao.db import Database
+from jiedao.demo import build
+build.DB_STAGES = [s for s in build.DB_STAGES if s[0] != "appeals"]
+db = Database(sys.argv[1]); db.upgrade()
+build.build_demo(db, small=sys.argv[2] == "small", progress=False)
+"""
+
+REPLAY = r"""
+import json, resource, sys, time
+from jiedao.db import Database
+from jiedao.cases.replay import replay_year, rates_from_db
+db = Database(sys.argv[1])
+t0 = time.perf_counter()
+with db.session() as s:
+    r = replay_year(s, scale=sys.argv[2])
+seconds = time.perf_counter() - t0  # including the commit
+with db.session() as s:
+    rates = rates_from_db(s)
+rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+       + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024  # process + its worker, shared pages counted twice
+print(json.dumps({"seconds": seconds, "appeals": r.appeals, "rss_mb": rss, "rates": rates,
+                  "evaluation": r.evaluation, "timings": r.timings, "counts": r.counts}))
+"""
+
+
+def _child(code: str, args: list[str], env: dict) -> str:
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def _measure(url: str, scale: str, env: dict, label: str) -> list[dict]:
+    _child(BUILD, [url, scale], env)
+    out = _child(REPLAY, [url, scale], env)
+    r = json.loads(out.strip().splitlines()[-1])
+    rt, ev = r["rates"], r["evaluation"]
+    pct = lambda v: "—" if v is None else f"{v * 100:.1f}%"  # noqa: E731
+    print(f"  [{label}] {r['appeals']:,} 件；按时办结率 {pct(rt['on_time_rate'])}，满意率 {pct(rt['satisfaction_rate'])}，"
+          f"退单率 {pct(rt['return_rate'])}")
+    print(f"  [{label}] 留出集：宏F1 {ev['macro_f1']}，正确网格率 {pct(ev['right_grid_rate'])}，"
+          f"重复件精确率 {pct(ev['duplicate_precision'])}、召回率 {pct(ev['duplicate_recall'])}")
+    print(f"  [{label}] timings: {r['timings']}")
+    full = scale == "full"
+    return [
+        {"name": f"replay demo year ({scale}, {label})", "value": round(r["seconds"], 1), "unit": "s",
+         "target": 300.0 if full else None, "better": "lower"},
+        {"name": f"replay throughput ({scale}, {label})", "value": round(r["appeals"] / r["seconds"], 1),
+         "unit": "cases/s", "target": 980.0 if full else None, "better": "higher"},
+        {"name": f"replay peak RSS ({scale}, {label})", "value": round(r["rss_mb"], 1), "unit": "MB",
+         "target": 2048.0 if full else None, "better": "lower"},
+        {"name": f"replay 按时办结率 ({label})", "value": rt["on_time_rate"] or 0.0, "unit": "ratio",
+         "target": None, "better": "higher"},
+        {"name": f"replay 满意率 ({label})", "value": rt["satisfaction_rate"] or 0.0, "unit": "ratio",
+         "target": None, "better": "higher"},
+        {"name": f"held-out category macro-F1 ({label})", "value": ev["macro_f1"], "unit": "",
+         "target": 0.95, "better": "higher"},
+        {"name": f"held-out right grid (named places) ({label})", "value": ev["right_grid_rate"] or 0.0,
+         "unit": "ratio", "target": 0.98, "better": "higher"},
+        {"name": f"held-out duplicate precision ({label})", "value": ev["duplicate_precision"] or 0.0,
+         "unit": "ratio", "target": 0.95, "better": "higher"},
+        {"name": f"held-out duplicate recall ({label})", "value": ev["duplicate_recall"] or 0.0,
+         "unit": "ratio", "target": 0.90, "better": "higher"},
+    ]
+
+
+def run(quick: bool = False) -> list[dict]:
+    scale = "small" if quick else "full"
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "JIEDAO_HOME": tmp, "TMPDIR": tmp}
+        env.setdefault("JIEDAO_SECRET_KEY", "bench-secret")
+        results += _measure(f"sqlite:///{tmp}/replay.sqlite", scale, env, "SQLite")
+        pg = os.environ.get("JIEDAO_BENCH_PG_URL")
+        if pg:
+            import sqlalchemy as sa
+            from sqlalchemy.engine import make_url
+
+            base = make_url(pg).set(drivername="postgresql+psycopg")
+            name = f"jiedao_bench_replay_{os.getpid()}"
+            admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+            with admin.connect() as c:
+                c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+                c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            try:
+                url = base.set(database=name).render_as_string(hide_password=False)
+                results += _measure(url, scale, env, "PostgreSQL")
+            finally:
+                with admin.connect() as c:
+                    c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                admin.dispose()
+    return results
+
+
+if __name__ == "__main__":
+    for row in run(quick="--quick" in sys.argv):
+        print(row)
