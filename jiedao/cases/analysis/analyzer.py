@@ -103,11 +103,12 @@ class Analyzer:
         at = getattr(case, "received_at", None) or clock.now()
         matter = cat.matter_code if cat.matter_code in self.catalog.by_code else None
         case_id = getattr(case, "id", None)
-        event_id, dups, why = self.duplicates.assign_event(
-            session, case_id=case_id, matter=matter, loc=where.location, text=text, at=at)
-        repeat, rwhy = self.duplicates.repeat_caller(
+        repeat, rwhy, caller_event = self.duplicates.repeat_caller(
             session, case_id=case_id, caller_id=getattr(case, "caller_id", None), matter=matter,
             loc=where.location, at=at)
+        event_id, dups, why = self.duplicates.assign_event(
+            session, case_id=case_id, matter=matter, loc=where.location, text=text, at=at,
+            caller_event=caller_event)
         return self._card(cat, text, where, event_id=event_id, duplicates=dups, repeat=repeat,
                           notes=(why, rwhy))
 

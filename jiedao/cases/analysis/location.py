@@ -14,6 +14,7 @@ listed and :attr:`LocationResult.unsure` is set so that the operator is asked.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import defaultdict
@@ -28,6 +29,7 @@ from jiedao.geo.address import compound_core, normalize
 from jiedao.geo.locate import AddressResolver, GridIndex, Resolution
 from jiedao.geo.models import Address, Landmark, LandmarkAlias, Road, Street
 
+log = logging.getLogger(__name__)
 _M_PER_DEG = 111_320.0
 _CJK = "\u4e00-\u9fff"
 _ROAD_TAIL_RE = re.compile(r"\d+(?:-\d+)?号(?:院)?")
@@ -185,7 +187,11 @@ class Locator:
     def _resolve(self, core: str) -> Resolution:
         r = self._cache.get(core)
         if r is None:
-            r = self.resolver.resolve(core)
+            try:
+                r = self.resolver.resolve(core)
+            except Exception:  # the resolver promises not to raise; never let a place sink intake
+                log.exception("地址解析出错：%r", core)
+                r = Resolution()
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
             self._cache[core] = r
