@@ -155,3 +155,4 @@ def all_models() -> None:
     import jiedao.cases.models  # noqa: F401
     import jiedao.catalog.models  # noqa: F401
     import jiedao.geo.models  # noqa: F401
+    import jiedao.hub.models  # noqa: F401
