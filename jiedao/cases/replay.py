@@ -897,15 +897,16 @@ def _replay(session: Session, pipeline, batch: BatchAnalysis, chunks, n_total: i
                 new_callers.append((cid, phone_hash(phone), phone, a.caller_name, a.enterprise, a.received_at, 0))
                 got = (cid, 0)
             callers[phone] = (got[0], got[1] + 1)
-            case = Case(
-                id=ids["cases_case"] + a.seq, version=0, code=case_code(seed, a.seq, a.received_at),
+            case = _CaseRow(
+                id=ids["cases_case"] + a.seq, lon=None, lat=None, address_code=None, grid_code=None,
+                community_code=None, street_code=None, matter_code=None, category_confidence=None,
+                event_id=None, analysis=None, version=0, code=case_code(seed, a.seq, a.received_at),
                 channel=a.channel, kind=a.kind, title=a.text[:60], text=a.text, caller_id=got[0],
                 location_text=a.location_text, urgency="一般", state="received", created_by=SYSTEM,
                 received_at=a.received_at, updated_at=a.received_at, repeat_caller=got[1] > 0,
                 supervised=False, reopen_count=0)
             an = batch.card(case, cat, where)
-            if an.event_id is not None:
-                an = _with_event(an, event_base + an.event_id)
+            an = _Card(an, None if an.event_id is None else event_base + an.event_id)
             apply_analysis(case, an, keep_urgency=False)
             if case.event_id is not None:
                 e = events.get(case.event_id)
@@ -976,11 +977,44 @@ def _replay(session: Session, pipeline, batch: BatchAnalysis, chunks, n_total: i
     return dict(writer.counts), ev
 
 
-def _with_event(an, event_id: int):
-    """The card with the analysis's in-memory event number mapped to the database id."""
-    from dataclasses import replace
+def _plain(v):
+    """What ``dataclasses.asdict`` makes of a field value (dataclasses → dicts, recursively)."""
+    if hasattr(v, "__dataclass_fields__"):
+        return {k: _plain(getattr(v, k)) for k in v.__dataclass_fields__}
+    if isinstance(v, tuple | list):
+        return type(v)(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
 
-    return replace(an, event_id=event_id)
+
+class _Card:
+    """An analysis card whose ``to_card`` gives ``Analysis.to_card()``'s dict without asdict's
+    deep copies (the replay writes hundreds of thousands of them); everything else is the
+    analysis itself. ``event_id`` is the database id of the analysis's in-memory event."""
+
+    __slots__ = ("_an", "event_id")
+
+    def __init__(self, an, event_id: int | None):
+        self._an, self.event_id = an, event_id
+
+    def __getattr__(self, name):
+        return getattr(self._an, name)
+
+    def to_card(self) -> dict:
+        an = self._an
+        d = {k: _plain(getattr(an, k)) for k in an.__dataclass_fields__}
+        d["event_id"] = self.event_id
+        d["auto_dispatchable"] = an.auto_dispatchable
+        return d
+
+
+class _CaseRow:
+    """The attributes of a case that the analyzer reads and ``apply_analysis`` writes (a plain
+    object: ORM instrumentation is not needed for rows written in bulk)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
 
 
 def _first_close(life: Life) -> datetime | None:

@@ -231,3 +231,29 @@ def test_fast_calendar_gives_the_calendars_answers(start, spec, later):
     assert fast.next_work_start(start) == cal.next_work_start(start)
     assert fast.working_seconds_between(start, start + later) == \
         pytest.approx(cal.working_seconds_between(start, start + later), abs=1e-6)
+
+
+def test_batch_analysis_gives_the_analyzers_card(replayed):
+    """The replay's batch path yields what Analyzer.analyse yields (category, place, urgency,
+    suggestion, what to confirm), and its card dict is Analysis.to_card()'s."""
+    from jiedao.cases.replay import BatchAnalysis, _Card, _CaseRow, _text_analysis, build_pipeline
+    from jiedao.demo.appeals import Places, generate_appeals
+
+    catalog = load_catalog()
+    with replayed.session() as s:
+        appeals = list(generate_appeals(Places.from_session(s), catalog, scale="small"))
+        pipe = build_pipeline(s, [(a.text, a.matter_code) for a in appeals[:300]], catalog, get_calendar())
+        sample = appeals[300:360]
+        with BatchAnalysis(pipe, workers=0) as batch:
+            cats, wheres = _text_analysis([(a.text, a.location_text) for a in sample])
+            for i, (a, cat, where) in enumerate(zip(sample, cats, wheres, strict=True)):
+                row = dict(id=10_000_000 + i, text=a.text, location_text=a.location_text, lon=None, lat=None,
+                           received_at=a.received_at, caller_id=None)
+                mine = batch.card(_CaseRow(**row), cat, where)
+                theirs = pipe.analyzer.analyse(s, _CaseRow(**row))
+                for f in ("matter_code", "confidence", "candidates", "method", "urgency", "location",
+                          "suggestion", "needs_confirmation"):
+                    assert getattr(mine, f) == getattr(theirs, f), f
+                want = json.dumps({**mine.to_card(), "event_id": 7}, sort_keys=True, default=str)
+                assert json.dumps(_Card(mine, 7).to_card(), sort_keys=True, default=str) == want
+        s.rollback()
