@@ -15,7 +15,7 @@ def _mount() -> None:
     from jiedao import benchrun
 
     benchrun.register(app)
-    for name in ("geo", "catalog", "auth", "demo", "web", "cases", "cases.cli_import"):
+    for name in ("geo", "catalog", "auth", "demo", "web", "cases", "cases.cli_import", "hub"):
         # "pkg" mounts jiedao.pkg.cli; a dotted "pkg.module" mounts jiedao.pkg.module
         modname = f"jiedao.{name}" if "." in name else f"jiedao.{name}.cli"
         try:
