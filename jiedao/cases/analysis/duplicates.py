@@ -11,7 +11,8 @@ The case then joins the earlier case's :class:`~jiedao.cases.models.Event` (``la
 (character-bigram Jaccard) is available as an extra condition per place relation but is off
 by default: the callers of one event word it too differently for it to help.
 
-Candidates come from one indexed query (``cases_case.grid_code`` + time window), or, for a
+Statements run on the session's connection (Core, no ORM overhead; cases are flushed by
+the service before analysis). Candidates come from one indexed query (``cases_case.grid_code`` + time window), or, for a
 replay of many cases in one process, from a small in-memory index of the recent cases
 (:class:`RecentIndex`) that avoids the query altogether.
 """
@@ -23,8 +24,8 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy import case as sql_case
-from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from jiedao.cases.analysis.card import Location
@@ -128,21 +129,35 @@ class DuplicateFinder:
         self.recent: RecentIndex | None = RecentIndex(self.window) if in_memory else None
         self._next_event = 0
         self._callers: dict = defaultdict(deque)
+        # statements built once: building a select costs more than running it on SQLite
+        self._cand_stmt = (
+            select(Case.id, Case.event_id, Case.received_at, Case.address_code, Case.lon, Case.lat,
+                   Case.text, Case.location_text)
+            .where(Case.grid_code == bindparam("grid"), Case.matter_code == bindparam("matter"),
+                   Case.received_at >= bindparam("since"), Case.received_at <= bindparam("until"),
+                   Case.id != bindparam("cid"))
+            .order_by(Case.received_at.desc()).limit(self.config.max_candidates))
+        self._join_stmt = update(Event).where(Event.id == bindparam("eid")).values(
+            case_count=Event.case_count + 1,
+            last_at=sql_case((Event.last_at < bindparam("at"), bindparam("at")), else_=Event.last_at))
+        self._new_stmt = insert(Event).returning(Event.id)
+        self._members_stmt = (select(Case.id).where(Case.event_id == bindparam("eid"), Case.id != bindparam("cid"))
+                              .order_by(Case.id).limit(20))
+        self._caller_stmt = (select(Case.id, Case.matter_code, Case.grid_code, Case.address_code, Case.state,
+                                    Case.event_id, Case.received_at)
+                             .where(Case.caller_id == bindparam("caller"), Case.received_at >= bindparam("since"),
+                                    Case.received_at <= bindparam("until"), Case.id != bindparam("cid")))
 
     # -- candidates
 
     def _db_candidates(self, session: Session, case_id: int | None, matter: str, grid: str,
                        at: datetime) -> list[Recent]:
-        stmt = (select(Case.id, Case.event_id, Case.received_at, Case.address_code, Case.lon, Case.lat,
-                       Case.text, Case.location_text)
-                .where(Case.grid_code == grid, Case.matter_code == matter,
-                       Case.received_at >= at - self.window, Case.received_at <= at)
-                .order_by(Case.received_at.desc()).limit(self.config.max_candidates))
-        if case_id is not None:
-            stmt = stmt.where(Case.id != case_id)
+        rows = session.connection().execute(self._cand_stmt, {
+            "grid": grid, "matter": matter, "since": at - self.window, "until": at,
+            "cid": -1 if case_id is None else case_id})
         return [Recent(r.id, r.event_id, r.received_at, r.address_code, r.lon, r.lat, shingles(r.text),
                        prepare(r.location_text or "") or None)
-                for r in session.execute(stmt)]
+                for r in rows]
 
     def find(self, session: Session, *, case_id: int | None, matter: str | None, loc: Location,
              text: str, at: datetime, sh: frozenset | None = None) -> Match | None:
@@ -214,17 +229,15 @@ class DuplicateFinder:
                 self._next_event += 1
                 event_id, dups, reason = self._next_event, (), None
         elif m is not None and m.event_id is not None:
-            session.execute(update(Event).where(Event.id == m.event_id).values(
-                case_count=Event.case_count + 1,
-                last_at=sql_case((Event.last_at < at, at), else_=Event.last_at)))
+            session.connection().execute(self._join_stmt, {"eid": m.event_id, "at": at})
             event_id = m.event_id
             dups = self._event_cases(session, event_id, case_id, m.case_id)
             reason = f"与工单 {m.case_id} 为同一事件（{m.reason}，文本相似度 {m.similarity:.2f}）"
         else:
-            event_id = session.execute(insert(Event).values(
-                matter_code=matter, grid_code=loc.grid_code, address_code=loc.address_code,
-                title=(text or "")[:200], first_at=at, last_at=at, case_count=1,
-            ).returning(Event.id)).scalar_one()
+            event_id = session.connection().execute(self._new_stmt, {
+                "matter_code": matter, "grid_code": loc.grid_code, "address_code": loc.address_code,
+                "title": (text or "")[:200], "first_at": at, "last_at": at, "case_count": 1,
+            }).scalar_one()
             dups, reason = (), None
         if self.recent is not None and caller_key is not None:
             q = self._callers[caller_key]
@@ -248,10 +261,8 @@ class DuplicateFinder:
     def _event_cases(self, session: Session, event_id: int, case_id: int | None, fallback: int) -> tuple[int, ...]:
         if self.recent is not None:
             return (fallback,)
-        stmt = select(Case.id).where(Case.event_id == event_id).order_by(Case.id).limit(20)
-        if case_id is not None:
-            stmt = stmt.where(Case.id != case_id)
-        ids = tuple(session.scalars(stmt))
+        ids = tuple(session.connection().scalars(
+            self._members_stmt, {"eid": event_id, "cid": -1 if case_id is None else case_id}))
         return ids or (fallback,)
 
     # -- repeat callers
@@ -266,13 +277,9 @@ class DuplicateFinder:
         if caller_id is None:
             return False, None, None
         cfg = self.config
-        stmt = (select(Case.id, Case.matter_code, Case.grid_code, Case.address_code, Case.state,
-                       Case.event_id, Case.received_at)
-                .where(Case.caller_id == caller_id,
-                       Case.received_at >= at - timedelta(days=cfg.repeat_days), Case.received_at <= at))
-        if case_id is not None:
-            stmt = stmt.where(Case.id != case_id)
-        rows = sorted(session.execute(stmt).all(), key=lambda r: r.received_at, reverse=True)
+        rows = sorted(session.connection().execute(self._caller_stmt, {
+            "caller": caller_id, "since": at - timedelta(days=cfg.repeat_days), "until": at,
+            "cid": -1 if case_id is None else case_id}).all(), key=lambda r: r.received_at, reverse=True)
         for r in rows:
             if r.state in CLOSED_STATES:
                 continue
