@@ -141,12 +141,20 @@ def normalise_name(value: Any) -> str:
     """
     if _blank(value):
         return ""
-    s = _nfkc(value).translate(_BRACKETS)
+    s = str(value)
+    for _ in range(8):  # to a fixed point: one step can expose another (（（））)
+        t = _name_step(s)
+        if t == s:
+            break
+        s = t
+    return s
+
+
+def _name_step(s: str) -> str:
+    s = unicodedata.normalize("NFKC", s).upper().translate(_BRACKETS)
     s = _SPACE_RE.sub("", s)
     s = _EMPTY_PAREN_RE.sub("", s)
-    s = s.replace("有限责任公司", "有限公司").replace("股份有限公司", "有限公司")
-    s = s.upper()
-    return s
+    return s.replace("有限责任公司", "有限公司").replace("股份有限公司", "有限公司")
 
 
 def legal_form(value: Any) -> str | None:
@@ -285,7 +293,10 @@ def parse_date(value: Any, formats: tuple[str, ...] | list[str] = ()) -> tuple[d
     if isinstance(value, bool):
         return None, f"无法识别的日期：{value}"
     if isinstance(value, int | float | Decimal):
-        return _excel_serial(float(value), value)
+        try:
+            return _excel_serial(float(value), value)
+        except (OverflowError, ValueError):
+            return None, f"无法识别的日期：{str(value)[:40]}"
     s = _nfkc(value).strip()
     for fmt in formats:
         try:
@@ -360,6 +371,8 @@ def _blank(value: Any) -> bool:
     if value is None:
         return True
     if isinstance(value, float) and value != value:
+        return True
+    if isinstance(value, Decimal) and value.is_nan():
         return True
     if isinstance(value, str):
         return not value.strip() or value.strip() in ("-", "—", "/", "无", "NULL", "null", "None")
