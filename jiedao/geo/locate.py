@@ -512,6 +512,8 @@ class AddressResolver:
                     continue  # the compound itself is already a target
                 targets.append((score, m.name, self._mark(lid, 1.0, False,
                                                           building_no=parsed.building_no)))
+        if not targets:  # every near name was skipped above (a compound's own landmark…)
+            return None
         targets.sort(key=lambda t: -t[0])
         cands, seen = [], set()
         for score, name, res in targets:

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Point, shape
 
+from jiedao.geo.address import parse_address
 from jiedao.geo.locate import AddressResolver, GridIndex
 from jiedao.geo.models import Address, Building, Landmark, LandmarkAlias
 
@@ -231,3 +232,19 @@ def test_demo_addresses_and_points(demo_db):
     for name, grid, lon, lat in marks:
         assert index.grid_at(lon, lat) == grid
         assert resolver.resolve(f"{name}附近").grid_code == grid, name
+
+
+def test_fuzzy_hit_on_a_compound_landmark_alias_only(tiny, fresh_db):
+    """A near name that is only the alias of a compound's own landmark must not crash."""
+    g5 = "420199002001001"
+    with fresh_db.session() as s:
+        mark = Landmark(name="翠湖花园", kind="compound", lon=X0 + 0.025, lat=Y0 + 0.005,
+                        grid_code=g5, community_code=g5[:12], street_code=g5[:9])
+        mark.aliases = [LandmarkAlias(alias="湖畔新居")]
+        s.add(mark)
+    with fresh_db.session() as s:
+        resolver = AddressResolver(s)
+    # near the alias only, far from every compound name: the fuzzy step finds no target
+    assert resolver._fuzzy(["湖畔新区"], parse_address("湖畔新区")) is None
+    r = resolver.resolve("湖畔新区")
+    assert 0.0 <= r.confidence <= 1.0
