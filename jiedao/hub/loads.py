@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Text, cast, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from jiedao.clock import now
@@ -183,10 +183,17 @@ def _load(session: Session, src: Source, run_id: int, started, location: str, da
                             source=reader.label, row=1, field=c) for c in missing])
         st = standardiser or Standardiser.from_session(session)
         existing: dict[str, tuple[int, str, bool, list]] = {}
-        for rid, key, h, van, extra in session.execute(
-                select(Record.id, Record.source_key, Record.content_hash, Record.vanished,
-                       Record.extra).where(Record.source_code == src.code)):
-            existing[key] = (rid, h, van, (extra or {}).get("problems") or [])
+        # field problems of stored rows (repeated for unchanged rows); only rows that have any
+        stored_problems = {
+            rid: (extra or {}).get("problems") or []
+            for rid, extra in session.execute(
+                select(Record.id, Record.extra).where(
+                    Record.source_code == src.code,
+                    cast(Record.extra, Text).like('%"problems"%')))}
+        for rid, key, h, van in session.execute(
+                select(Record.id, Record.source_key, Record.content_hash, Record.vanished)
+                .where(Record.source_code == src.code)):
+            existing[key] = (rid, h, van, stored_problems.get(rid, ()))
         seen: dict[str, int] = {}
         keys_seen_columns: set[str] = set()
         c = {"n_read": 0, "n_new": 0, "n_changed": 0, "n_unchanged": 0, "n_vanished": 0}

@@ -62,11 +62,25 @@ def clean_code(value: Any) -> str:
     return re.sub(r"[\s\-_/.·]", "", s)
 
 
+ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
+_ORG_VALUE = {c: int(c, 36) for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+
+
+def org_code_valid(code: Any) -> bool:
+    """True for a 9-character organisation code (GB 11714) with a correct check character."""
+    if not isinstance(code, str) or len(code) != 9 or any(c not in _ORG_VALUE for c in code[:8]):
+        return False
+    c = 11 - sum(_ORG_VALUE[ch] * w for ch, w in zip(code[:8], ORG_WEIGHTS, strict=True)) % 11
+    return code[8] == ("X" if c == 10 else "0" if c == 11 else str(c))
+
+
 @dataclass
 class CodeResult:
     credit_code: str | None = None
     reg_no: str | None = None
     problem: str | None = None
+    org_code: str | None = None  # GB 11714, from a credit code or an old 15-character tax id
+    old_tax_id: str | None = None  # 6-digit division + organisation code
 
 
 def parse_credit_code(value: Any) -> CodeResult:
@@ -79,22 +93,26 @@ def parse_credit_code(value: Any) -> CodeResult:
     if _blank(value):
         return CodeResult()
     s = clean_code(value)
-    if len(s) == 15 and s.isdigit():
+    if len(s) == 15:
         if reg_no_valid(s):
             return CodeResult(reg_no=s)
-        return CodeResult(problem=f"注册号校验位错误：{s}")
+        if s[:6].isdigit() and org_code_valid(s[6:]):
+            return CodeResult(old_tax_id=s, org_code=s[6:])
+        if s.isdigit():
+            return CodeResult(problem=f"15位代码既不是有效的注册号也不是旧税号（校验位错误）：{s}")
+        return CodeResult(problem=f"旧税号中的组织机构代码校验位错误：{s}")
     if len(s) != 18:
         return CodeResult(problem=f"统一社会信用代码应为18位（实为{len(s)}位）：{s}")
     bad = sorted({c for c in s if c not in USCC_VALUE})
     if bad:
         fixed = "".join(_LOOKALIKE.get(c, c) for c in s)
         if set(bad) <= set(_LOOKALIKE) and uscc_valid(fixed):
-            return CodeResult(credit_code=fixed,
+            return CodeResult(credit_code=fixed, org_code=fixed[8:17],
                               problem=f"统一社会信用代码含不允许的字母{'/'.join(bad)}，已按数字读作{fixed}")
         return CodeResult(problem=f"统一社会信用代码含不允许的字符{'、'.join(bad)}：{s}")
     if not uscc_valid(s):
         return CodeResult(problem=f"统一社会信用代码校验位错误：{s}")
-    return CodeResult(credit_code=s)
+    return CodeResult(credit_code=s, org_code=s[8:17])
 
 
 def parse_reg_no(value: Any) -> tuple[str | None, str | None]:
@@ -544,6 +562,10 @@ def _standardise(raw: dict, mapping, st: Standardiser) -> tuple[dict, list[Field
     if not _blank(v):
         r = parse_credit_code(v)
         std["credit_code"], std["reg_no"] = r.credit_code, r.reg_no
+        if r.old_tax_id:
+            extra["old_tax_id"] = r.old_tax_id
+        if r.org_code:
+            extra["org_code"] = r.org_code
         if r.problem:
             problems.append(FieldProblem(col, r.problem))
     col, v = get("reg_no")
@@ -603,7 +625,7 @@ def _default_standardiser() -> Standardiser:
 
 
 __all__ = [
-    "CodeResult", "FieldProblem", "NameStandardiser", "RECORD_COLUMNS", "STD_FIELDS",
+    "CodeResult", "FieldProblem", "org_code_valid", "NameStandardiser", "RECORD_COLUMNS", "STD_FIELDS",
     "Standardiser", "branch_suffix", "clean_text", "legal_form", "normalise_name", "parse_credit_code",
     "parse_date", "parse_industry", "parse_number", "parse_phone", "parse_reg_no", "reg_no_valid",
     "standardise_record", "uscc_check_char", "uscc_valid",
