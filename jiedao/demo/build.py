@@ -31,7 +31,7 @@ PACKAGE_DIR = DEMO_DIR.parent
 # Packages whose source the demo's content depends on. A later stage that runs data through
 # another capability's engine (e.g. "cases", "hub") adds that package here, so a change to
 # the engine rebuilds the stored demo.
-FINGERPRINT_PACKAGES: tuple[str, ...] = ("demo", "cases")
+FINGERPRINT_PACKAGES: tuple[str, ...] = ("demo", "cases", "hub")
 
 
 # ---------------------------------------------------------------- fingerprint
@@ -175,6 +175,12 @@ def _appeals_stage(session, world: World, rng, tables: dict[str, sa.Table]) -> d
     return db_stage(session, world, rng, tables)
 
 
+def _hub_stage(session, world: World, rng, tables: dict[str, sa.Table]) -> dict[str, int]:
+    from jiedao.demo.hub import db_stage  # six department ledgers through the data hub
+
+    return db_stage(session, world, rng, tables)
+
+
 # Stages that run against the database after the generated rows are written, in order:
 # (name, progress label, func(session, world, rng, tables) -> counts). Each gets its own RNG
 # (stage_rng(seed, "db:" + name)). Later issues append theirs (hub ledgers, a year of appeals).
@@ -182,6 +188,7 @@ DB_STAGES: list[tuple[str, str, Any]] = [
     ("catalog", "职责清单与部门", _load_catalog),
     ("users", "演示用户", _users_stage),
     ("appeals", "一年诉求回放", _appeals_stage),
+    ("hub", "部门台账归集", _hub_stage),
 ]
 
 
