@@ -285,11 +285,19 @@ def check_case_visible(p: Principal, case: Case) -> None:
         raise PermissionDenied("无权查看：该工单不在您的数据范围内")
 
 
-def _names(s: Session, model, codes) -> dict[str, str]:
+def _names(s: Session, model, codes, catalog=None) -> dict[str, str]:
+    """code → name, from the in-memory catalogue when given, else (or for misses) the DB."""
     codes = {c for c in codes if c}
-    if not codes:
-        return {}
-    return dict(s.execute(select(model.code, model.name).where(model.code.in_(codes))).all())
+    out: dict[str, str] = {}
+    if catalog is not None:
+        lookup = catalog.by_dept if model is Department else catalog.by_code
+        for c in codes:
+            if c in lookup:
+                out[c] = lookup[c].name
+    missing = codes - set(out)
+    if missing:
+        out.update(s.execute(select(model.code, model.name).where(model.code.in_(missing))).all())
+    return out
 
 
 def case_summary(case: Case, matter_names: dict[str, str]) -> CaseSummary:
@@ -304,10 +312,12 @@ def case_summary(case: Case, matter_names: dict[str, str]) -> CaseSummary:
         closed_at=case.closed_at, version=case.version)
 
 
-def case_detail(s: Session, case: Case, *, unmask: bool = False) -> CaseDetail:
-    """The API shape of one case (caller masked unless ``unmask``)."""
-    depts = _names(s, Department, [a.department_code for a in case.assignments])
-    matters = _names(s, Matter, [case.matter_code])
+def case_detail(s: Session, case: Case, *, unmask: bool = False, catalog=None,
+                new: bool = False) -> CaseDetail:
+    """The API shape of one case (caller masked unless ``unmask``). ``catalog`` saves the
+    name look-ups; ``new`` (a case just created) skips the follow-up query."""
+    depts = _names(s, Department, [a.department_code for a in case.assignments], catalog)
+    matters = _names(s, Matter, [case.matter_code], catalog)
     caller = None
     if case.caller is not None:
         c = case.caller
@@ -315,8 +325,8 @@ def case_detail(s: Session, case: Case, *, unmask: bool = False) -> CaseDetail:
             name=c.name if unmask else (audit.mask_name(c.name) or None),
             phone=c.phone if unmask else audit.mask_phone(c.phone),
             enterprise=c.enterprise, masked=not unmask, case_count=c.case_count)
-    followups = s.scalars(select(FollowUp).where(FollowUp.case_id == case.id)
-                          .order_by(FollowUp.id)).all()
+    followups = [] if new else s.scalars(select(FollowUp).where(FollowUp.case_id == case.id)
+                                         .order_by(FollowUp.id)).all()
     base = case_summary(case, matters).model_dump()
     return CaseDetail(
         **base, text=case.text, location_text=case.location_text, lon=case.lon, lat=case.lat,
@@ -372,7 +382,8 @@ def intake_case(db, pipeline, principal: Principal, body: CaseIn,
                     s, pipeline.analyzer, pipeline.dispatcher, text=body.text,
                     channel=body.channel, actor=actor, auto_dispatch=body.auto_dispatch,
                     urgency=body.urgency, **fields)
-                detail = case_detail(s, case)
+                detail = case_detail(s, case, catalog=getattr(pipeline, "catalog", None),
+                                     new=created)
             return detail, created  # committed: the with-block has exited
         except ValidationError as e:
             raise unprocessable(e.problems) from None

@@ -134,14 +134,34 @@ def create_case(session: Session, *, text: str, channel: str, actor: str, kind: 
         caller=caller, location_text=location_text, lon=float(lon) if lon is not None else None,
         lat=float(lat) if lat is not None else None, urgency=urgency, state="received",
         idempotency_key=idempotency_key, created_by=actor, received_at=at, updated_at=at,
-        repeat_caller=bool(caller and caller.case_count > 1),
+        repeat_caller=bool(caller and caller.case_count > 1), assignments=[], transitions=[],
     )
     session.add(case)
     session.flush()
     return case, True
 
 
+def _loaded(session: Session, case_id: int) -> Case | None:
+    """The case if this session already holds it with its assignments (and their extensions)
+    and transitions loaded. Re-selecting it would not refresh those attributes anyway (the
+    identity map wins), so skipping the round trips changes nothing but the time."""
+    from sqlalchemy import inspect
+
+    case = session.identity_map.get(session.identity_key(Case, case_id))
+    if case is None:
+        return None
+    state = inspect(case)
+    if state.expired or state.deleted or {"assignments", "transitions"} & state.unloaded:
+        return None
+    if any("extensions" in inspect(a).unloaded for a in case.assignments):
+        return None
+    return case
+
+
 def load_case(session: Session, case_id: int) -> Case:
+    cached = _loaded(session, case_id)
+    if cached is not None:
+        return cached
     case = session.scalar(
         select(Case).where(Case.id == case_id).options(
             selectinload(Case.assignments).selectinload(Assignment.extensions),

@@ -17,6 +17,15 @@ HTML = {"accept": "text/html,application/xhtml+xml"}
 
 
 @pytest.fixture(scope="module")
+def demo_db(demo_db):
+    """This module's copy of the demo database: the cases added here stay out of the shared
+    one (see channels_db.py)."""
+    from channels_db import channels_db
+
+    return channels_db(demo_db)
+
+
+@pytest.fixture(scope="module")
 def app(demo_db):
     from jiedao.web.app import create_app
 

@@ -18,6 +18,20 @@ HEADER = ["工单编号", "来电时间", "来电号码", "姓名", "诉求内�
 
 
 @pytest.fixture(scope="module")
+def demo_db(demo_db):
+    """This module's copy of the demo database, also the process default while it runs (the
+    importer's CLI and the process pipeline use the default database)."""
+    from channels_db import channels_db
+
+    from jiedao.db import set_database
+
+    clone = channels_db(demo_db)
+    set_database(clone)
+    yield clone
+    set_database(demo_db)
+
+
+@pytest.fixture(scope="module")
 def pipeline(demo_db):
     from jiedao.cases.runtime import get_pipeline
 

@@ -16,6 +16,15 @@ georeport = pytest.importorskip("georeport")
 
 
 @pytest.fixture(scope="module")
+def demo_db(demo_db):
+    """This module's copy of the demo database: the cases added here stay out of the shared
+    one (see channels_db.py)."""
+    from channels_db import channels_db
+
+    return channels_db(demo_db)
+
+
+@pytest.fixture(scope="module")
 def server(demo_db):
     """The real app served by uvicorn on 127.0.0.1:<free port> in a thread."""
     import uvicorn
