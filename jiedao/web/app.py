@@ -259,6 +259,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     from jiedao.cases.routes_ui import router as cases_ui_router
     from jiedao.catalog.routes import router as catalog_router
     from jiedao.geo.routes import router as geo_router
+    from jiedao.hub.routes import router as hub_router
 
     app = FastAPI(
         title=TITLE,
@@ -286,4 +287,5 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(cases_api_router)
     app.include_router(cases_public_router)
     app.include_router(open311_router)
+    app.include_router(hub_router)
     return app
