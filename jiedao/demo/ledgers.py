@@ -370,6 +370,12 @@ class _Population:
             e = ents[i]
             e.building = self.offices[k % len(self.offices)]
             e.detail, e.floor, e.room = self._detail(self.blds[e.building])
+        # some firms that closed down had their office in a tower too
+        closed_co = [i for i in companies if ents[i].status != "存续"]
+        for i in closed_co[: round(office_slots * 0.08)]:
+            e = ents[i]
+            e.building = self.offices[int(r.random() * len(self.offices))]
+            e.detail, e.floor, e.room = self._detail(self.blds[e.building])
         self._moves(ents)
         self._renames(ents)
         self._lists(ents, active_co)
@@ -433,7 +439,12 @@ class _Population:
         r = self.rng
         for e in ents:
             if e.status == "存续" and r.random() < 0.05:
-                e.prev_building = self._building(e.kind)
+                in_tower = self.blds[e.building].kind == "office"
+                e.prev_building = (self.offices[int(r.random() * len(self.offices))]
+                                   if in_tower and r.random() < 0.6 else self._building(e.kind))
+                if e.prev_building == e.building:
+                    e.prev_building = None
+                    continue
                 e.prev_detail, _, _ = self._detail(self.blds[e.prev_building])
 
     def _renames(self, ents: list[Ent]) -> None:
