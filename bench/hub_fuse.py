@@ -51,7 +51,7 @@ elif mode == "fuse":
         counts = fuse(ses, data_dir, timings=tim, guard=True)
     out["fuse_seconds"] = time.perf_counter() - t0
     out["timings"] = tim
-    out["errors"] = counts.get("hub_errors", []) + [f"missing {m}" for m in counts.get("hub_missing", [])]
+    out["errors"] = counts.get("hub_errors", [])
     if not out["errors"]:
         with db.session() as ses:
             out["evaluation"] = evaluate(ses, data_dir)

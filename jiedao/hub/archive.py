@@ -385,18 +385,40 @@ def _history_text(h: dict) -> str:
     return {"merge": f"与档案 #{other} 合并", "split": f"自档案 #{other} 拆分"}.get(kind, f"档案变更 {kind}")
 
 
+_callers_cache: dict[str, tuple] = {}
+
+
+def _callers_by_enterprise(session: Session) -> dict[str, list[int]]:
+    """Enterprise name → caller ids, read once per database and refreshed when callers are
+    added (one pass over the callers table instead of a scan per page)."""
+    from jiedao.cases.models import Caller
+
+    key = str(session.get_bind().url)
+    top = session.scalar(select(func.max(Caller.id)))
+    cached = _callers_cache.get(key)
+    if cached is not None and cached[0] == top:
+        return cached[1]
+    by: dict[str, list[int]] = defaultdict(list)
+    for cid, ent in session.execute(select(Caller.id, Caller.enterprise)
+                                    .where(Caller.enterprise.isnot(None))):
+        by[ent].append(cid)
+    _callers_cache[key] = (top, dict(by))
+    return _callers_cache[key][1]
+
+
 def _cases(session: Session, names: set[str]) -> list[TimelineEvent]:
     """Cases whose caller was recorded as one of these enterprise names (at most 20)."""
     try:
-        from jiedao.cases.models import Caller, Case
+        from jiedao.cases.models import Case
     except ImportError:  # pragma: no cover - cases capability absent
         return []
-    if not names:
+    by = _callers_by_enterprise(session) if names else {}
+    callers = sorted({c for n in names for c in by.get(n, ())})[:200]
+    if not callers:
         return []
     rows = session.execute(
         select(Case.id, Case.code, Case.title, Case.received_at)
-        .join(Caller, Caller.id == Case.caller_id)
-        .where(Caller.enterprise.in_(sorted(names)[:20]))
+        .where(Case.caller_id.in_(callers))
         .order_by(Case.received_at.desc()).limit(20)).all()
     return [TimelineEvent(at=r.received_at, kind="case", text=f"诉求 {r.code}：{r.title}",
                           url=f"/cases/{r.id}") for r in rows]
@@ -624,34 +646,49 @@ class SearchIndex:
 
 
 def index_version(session: Session) -> tuple:
-    """Changes whenever a load, a linkage run or a golden rebuild may have changed the hub."""
+    """Changes when a load, new entities or a retrained linkage model may have changed the
+    hub (three indexed MAX lookups; archive pages themselves always read the live tables)."""
     return (session.scalar(select(func.max(ImportRun.id))),
             session.scalar(select(func.max(Entity.id))),
-            session.scalar(select(func.max(LinkModel.id))),
-            session.scalar(select(func.max(Review.decided_at))))
+            session.scalar(select(func.max(LinkModel.id))))
 
 
 _lock = threading.Lock()
 
 
 def get_index(state, session: Session, max_age: float = 30.0) -> SearchIndex:
-    """The app's search index, rebuilt when :func:`index_version` changes (checked at most
-    every ``max_age`` seconds)."""
+    """The app's search index. Built on first use; when :func:`index_version` changes
+    (checked at most every ``max_age`` seconds) it is rebuilt in a background thread while
+    the previous index keeps answering."""
     cached = getattr(state, "hub_search", None)
     now = time.monotonic()
     if cached is not None and now - cached[1] < max_age:
         return cached[0]
     version = index_version(session)
-    if cached is not None and cached[0].version == version:
+    if cached is not None:
         state.hub_search = (cached[0], now)
+        if cached[0].version != version and not getattr(state, "hub_search_building", False):
+            state.hub_search_building = True
+            db = getattr(state, "db", None)
+            threading.Thread(target=_rebuild, args=(state, db), daemon=True).start()
         return cached[0]
     with _lock:
         cached = getattr(state, "hub_search", None)
-        if cached is not None and cached[0].version == version:
-            return cached[0]
-        idx = SearchIndex.build(session)
+        if cached is None:
+            cached = (SearchIndex.build(session), time.monotonic())
+            state.hub_search = cached
+        return cached[0]
+
+
+def _rebuild(state, db) -> None:
+    try:
+        if db is None:
+            return
+        with db.session() as s:
+            idx = SearchIndex.build(s)
         state.hub_search = (idx, time.monotonic())
-        return idx
+    finally:
+        state.hub_search_building = False
 
 
 def search(session: Session, p: Principal, q: str, index: SearchIndex, resolver=None,
