@@ -4,12 +4,9 @@ a loopback port, plus plain HTTP for what that client does not cover (POST, toke
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
 import requests
+from live_server import serve
 from sqlalchemy import func, select
 
 georeport = pytest.importorskip("georeport")
@@ -27,26 +24,13 @@ def demo_db(demo_db):
 @pytest.fixture(scope="module")
 def server(demo_db):
     """The real app served by uvicorn on 127.0.0.1:<free port> in a thread."""
-    import uvicorn
-
     from jiedao.cases.runtime import get_pipeline
     from jiedao.web.app import create_app
 
     app = create_app(demo_db)
     get_pipeline(app)  # build before the first request
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/open311/v2"
-    srv.should_exit = True
-    thread.join(10)
+    with serve(app, lifespan="auto") as url:
+        yield f"{url}/open311/v2"
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import threading
-import time
 
 import pytest
+from live_server import chromium, serve
 from sqlalchemy import select
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("JIEDAO_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PASSWORD = "jiedao2026"
 SHOTS = os.environ.get("JIEDAO_SCREENSHOTS", "/tmp")
 PHONE = "13800135678"
@@ -26,39 +22,19 @@ PHONE = "13800135678"
 
 @pytest.fixture(scope="module")
 def server(demo_db):
-    import uvicorn
-
     from jiedao.cases.runtime import get_pipeline
     from jiedao.web.app import create_app
 
     app = create_app(demo_db)
     app.state.case_pipeline = get_pipeline()  # the process one (same database), built once
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve(app) as url:
+        yield url, app
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium not found at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 class Session:

@@ -4,25 +4,17 @@ follow it to 一楼一档 — with no console errors (strict CSP, no inline scri
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
-
 import pytest
 from hubdemo_kit import PASSWORD, build_small_hub
+from live_server import chromium, serve
 from sqlalchemy import select
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("JIEDAO_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium not found at {CHROMIUM}")
     h = build_small_hub(tmp_path_factory)
     yield h
     h.drop()
@@ -30,34 +22,16 @@ def hub(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(hub):
-    import uvicorn
-
     from jiedao.web.app import create_app
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(hub.db), host="127.0.0.1", port=port,
-                                        log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve(create_app(hub.db)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser(hub):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def test_search_then_archive_shows_lineage(browser, server, hub):

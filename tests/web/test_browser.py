@@ -3,55 +3,30 @@ server on 127.0.0.1 serving the small demo district."""
 
 from __future__ import annotations
 
-import os
-import socket
 import struct
-import threading
-import time
 import zlib
 
 import pytest
+from live_server import chromium, serve
 from shapely.geometry import shape
 
 from .conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("JIEDAO_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 @pytest.fixture(scope="module")
 def server(web_app):
     """uvicorn serving the demo app in a background thread on a free local port."""
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(web_app, host="127.0.0.1", port=port,
-                                        log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve(web_app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (run `make browser`)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 class Recorder:
