@@ -25,7 +25,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,9 +87,18 @@ class _Rejects:
             self.first.append(Problem(reason, row=row, field=field))
 
     def close(self) -> str | None:
+        """Close the file, its entries sorted by row (a worker may return rows late)."""
         if self._f is None:
             return None
         self._f.close()
+        self._f = None
+        with self.path.open(encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        rows.sort(key=lambda r: (1, int(r[0])) if r[0] else (0, 0))
+        with self.path.open("w", encoding="utf-8-sig", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(REJECT_HEADER)
+            w.writerows(rows)
         return str(self.path)
 
 
@@ -98,13 +109,18 @@ def _run_session(session: Session) -> Session:
 
 def load_source(session: Session, source_code: str, path: str | Path | None = None,
                 data_dir: str | Path | None = None, *, standardiser: Standardiser | None = None,
-                chunk_size: int = CHUNK_SIZE) -> ImportRun:
+                chunk_size: int = CHUNK_SIZE, workers: int | None = None,
+                worker_min_rows: int = 1000) -> ImportRun:
     """Load one registered source (from ``path`` or its registered location) in full.
 
     Returns the finished :class:`ImportRun` (status ``ok``). On a structural failure the
     session is rolled back (nothing of the load stays), the run is recorded as ``failed``
     in its own transaction, and ValidationError is raised naming file, row and field.
     The caller commits (``db.session()`` does) to keep the result.
+
+    Rows to standardise are handed to ``workers`` forked processes (default: one when the
+    machine has two cores or more) once a chunk holds ``worker_min_rows`` of them, so that
+    standardising and writing overlap; small and incremental loads stay in this process.
     """
     src = get_source(session, source_code)
     started = now()
@@ -118,8 +134,10 @@ def load_source(session: Session, source_code: str, path: str | Path | None = No
     run_id = run.id
     rej = _Rejects(rejects_dir() / f"run{run_id}_{src.code}_{started:%Y%m%d%H%M%S}.csv")
     try:
+        if workers is None:
+            workers = 1 if (os.cpu_count() or 1) >= 2 else 0
         counts = _load(session, src, run_id, started, location, data_dir, path is not None,
-                       rej, standardiser, chunk_size)
+                       rej, standardiser, chunk_size, workers, worker_min_rows)
     except BaseException as e:
         # nothing of this load stays; the failure is recorded in its own transaction
         session.rollback()
@@ -167,7 +185,7 @@ def _display(location: str, data_dir: Path, explicit: bool) -> str:
 
 def _load(session: Session, src: Source, run_id: int, started, location: str, data_dir: Path,
           explicit: bool, rej: _Rejects, standardiser: Standardiser | None,
-          chunk_size: int) -> dict:
+          chunk_size: int, workers: int, worker_min_rows: int) -> dict:
     mapping = Mapping.load(mapping_path(src.mapping))
     salt = f"{STANDARDISER_VERSION}:{mapping.fingerprint}:"
     if explicit and "://" not in location:
@@ -197,33 +215,11 @@ def _load(session: Session, src: Source, run_id: int, started, location: str, da
         seen: dict[str, int] = {}
         keys_seen_columns: set[str] = set()
         c = {"n_read": 0, "n_new": 0, "n_changed": 0, "n_unchanged": 0, "n_vanished": 0}
-        for chunk in _chunks(reader.rows(), chunk_size):
+        pending: deque = deque()  # chunks being standardised by the worker, oldest first
+
+        def write(todo: list, results: list) -> None:
             inserts, updates = [], []
-            for row_no, raw in chunk:
-                c["n_read"] += 1
-                if ROW_ERROR in raw:
-                    rej.add(row_no, None, raw[ROW_ERROR], ACTION_SKIPPED)
-                    continue
-                if reader.columns is None:
-                    keys_seen_columns.update(raw)
-                raw = {k: jsonable(v) for k, v in raw.items()}
-                key = _key(raw, mapping.key)
-                if key is None:
-                    rej.add(row_no, "+".join(mapping.key), "缺少主键（标识行的列为空）", ACTION_SKIPPED)
-                    continue
-                if key in seen:
-                    rej.add(row_no, "+".join(mapping.key), f"主键重复（与第{seen[key]}行相同）：{key}",
-                            ACTION_SKIPPED, key)
-                    continue
-                seen[key] = row_no
-                h = content_hash(raw, salt)
-                old = existing.get(key)
-                if old is not None and old[1] == h and not old[2]:
-                    c["n_unchanged"] += 1
-                    for f, reason in old[3]:
-                        rej.add(row_no, f, reason, ACTION_BLANKED, key, raw.get(f))
-                    continue
-                std, problems = st.record(raw, mapping)
+            for (row_no, raw, key, h, old), (std, problems) in zip(todo, results, strict=True):
                 if any(p.fatal for p in problems):
                     for p in problems:
                         rej.add(row_no, p.field, p.reason,
@@ -247,6 +243,54 @@ def _load(session: Session, src: Source, run_id: int, started, location: str, da
                 session.execute(insert(Record), inserts)
             if updates:
                 _bulk_update(session, updates)
+
+        pool = None
+        try:
+            for chunk in _chunks(reader.rows(), chunk_size):
+                todo = []
+                for row_no, raw in chunk:
+                    c["n_read"] += 1
+                    if ROW_ERROR in raw:
+                        rej.add(row_no, None, raw[ROW_ERROR], ACTION_SKIPPED)
+                        continue
+                    if reader.columns is None:
+                        keys_seen_columns.update(raw)
+                    raw = {k: jsonable(v) for k, v in raw.items()}
+                    key = _key(raw, mapping.key)
+                    if key is None:
+                        rej.add(row_no, "+".join(mapping.key), "缺少主键（标识行的列为空）",
+                                ACTION_SKIPPED)
+                        continue
+                    if key in seen:
+                        rej.add(row_no, "+".join(mapping.key),
+                                f"主键重复（与第{seen[key]}行相同）：{key}", ACTION_SKIPPED, key)
+                        continue
+                    seen[key] = row_no
+                    h = content_hash(raw, salt)
+                    old = existing.get(key)
+                    if old is not None and old[1] == h and not old[2]:
+                        c["n_unchanged"] += 1
+                        for f, reason in old[3]:
+                            rej.add(row_no, f, reason, ACTION_BLANKED, key, raw.get(f))
+                        continue
+                    todo.append((row_no, raw, key, h, old))
+                if pool is None and workers and len(todo) >= worker_min_rows:
+                    pool = _start_worker(st, mapping, workers)
+                if pool is None:
+                    write(todo, [st.record(t[1], mapping) for t in todo])
+                    continue
+                # the worker standardises this chunk while this process writes the previous one
+                pending.append((todo, pool.apply_async(_std_batch, ([t[1] for t in todo],))))
+                while len(pending) > 1:
+                    done, res = pending.popleft()
+                    write(done, res.get())
+            while pending:
+                done, res = pending.popleft()
+                write(done, res.get())
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
         if reader.columns is None and c["n_read"] and keys_seen_columns:
             missing = [col for col in needed if col not in keys_seen_columns]
             if missing:
@@ -265,6 +309,29 @@ def _load(session: Session, src: Source, run_id: int, started, location: str, da
                 vanished=True, vanished_run_id=run_id))
         c["n_vanished"] = len(gone)
     return c
+
+
+_WORKER: tuple | None = None
+
+
+def _start_worker(st: Standardiser, mapping: Mapping, workers: int):
+    """Forked processes that standardise rows with this load's standardiser (the address
+    resolver is inherited, not rebuilt). None where fork is not available."""
+    import multiprocessing as mp
+
+    global _WORKER
+    if "fork" not in mp.get_all_start_methods():
+        return None
+    _WORKER = (st, mapping)
+    try:
+        return mp.get_context("fork").Pool(workers)
+    finally:
+        _WORKER = None
+
+
+def _std_batch(raws: list[dict]) -> list:
+    st, mapping = _WORKER
+    return [st.record(raw, mapping) for raw in raws]
 
 
 def _bulk_update(session: Session, rows: list[dict]) -> None:

@@ -385,9 +385,14 @@ def parse_industry(value: Any) -> tuple[str | None, str | None]:
 # --------------------------------------------------------------------------- helpers
 
 
+_BLANKS = frozenset(("", "-", "—", "/", "无", "NULL", "null", "None"))
+
+
 def _blank(value: Any) -> bool:
     if value is None:
         return True
+    if type(value) is str:
+        return value.strip() in _BLANKS
     if isinstance(value, float) and value != value:
         return True
     if isinstance(value, Decimal) and value.is_nan():
@@ -403,7 +408,11 @@ def clean_text(value: Any, max_len: int | None = None) -> str | None:
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    s = _SPACE_RE.sub(" ", _nfkc(value)).strip()
+    s = str(value)
+    if not unicodedata.is_normalized("NFKC", s):
+        s = unicodedata.normalize("NFKC", s)
+    s = " ".join(s.split()) if ("\u200b" not in s and "\ufeff" not in s) else (
+        _SPACE_RE.sub(" ", s).strip())
     if not s:
         return None
     return s[:max_len] if max_len else s

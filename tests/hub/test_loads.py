@@ -261,3 +261,24 @@ def test_cli(fresh_db, tmp_path):
         assert res.exit_code != 0 and isinstance(res.exception, ValidationError)
     finally:
         set_database(previous)
+
+
+def test_worker_process_gives_the_same_records(fresh_db, tmp_path):
+    rows = registry_rows(30)
+    rows[3]["统一社会信用代码"] = bad_check(rows[3]["统一社会信用代码"])
+    rows[20]["成立日期"] = "不详"
+    write_csv(tmp_path / "reg.csv", rows, REG_COLUMNS)
+    with fresh_db.session() as s:
+        setup_registry(s, tmp_path)
+        setup_registry(s, tmp_path, code="reg2")
+    with fresh_db.session() as s:
+        inline = load_source(s, "reg", data_dir=tmp_path, workers=0)
+        forked = load_source(s, "reg2", data_dir=tmp_path, workers=1, worker_min_rows=1,
+                             chunk_size=7)
+        assert (forked.n_new, forked.n_rejected) == (inline.n_new, inline.n_rejected) == (30, 2)
+        assert [r["row"] for r in _rejects(forked)] == ["5", "22"]
+        recs = {}
+        for r in s.scalars(select(Record)):
+            recs.setdefault(r.source_code, {})[r.source_key] = (
+                r.name_core, r.credit_code, r.phone, r.established, r.extra, r.row_no)
+        assert recs["reg"] == recs["reg2"]
