@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -155,6 +156,18 @@ def _qgrams(s: str, q: int) -> list[str]:
     return sorted({s[i:i + q] for i in range(len(s) - q + 1)})
 
 
+def _signature(grams: list[str] | None) -> int | None:
+    """63-bit bloom signature of a q-gram set (stable hash). Two sets that share a q-gram
+    share a bit, so ``sig_a & sig_b = 0`` proves they share none — a cheap exact pre-test
+    before the array intersection."""
+    if not grams:
+        return None
+    sig = 0
+    for g in grams:
+        sig |= 1 << (zlib.crc32(g.encode("utf-8")) % 63)
+    return sig
+
+
 def _key_validator(check: str):
     from jiedao.hub.standardise import reg_no_valid, uscc_valid
 
@@ -174,7 +187,7 @@ def _blank_to_none(series):
         v = str(v).strip()
         return v or None
 
-    return s.map(clean)
+    return pd.Series([clean(v) for v in s.tolist()], index=s.index, dtype=object)
 
 
 def _key_name(key: str) -> str:
@@ -208,7 +221,9 @@ def prepare_frame(df, cfg: dict):
     # valid deterministic keys
     for d in cfg.get("deterministic") or []:
         ok = _key_validator(d.get("check", "none"))
-        out["k_" + d["column"]] = out[d["column"]].map(lambda v, ok=ok: v if v and ok(v) else None)
+        out["k_" + d["column"]] = pd.Series(
+            [v if isinstance(v, str) and v and ok(v) else None for v in out[d["column"]].tolist()],
+            dtype=object)
     # q-gram arrays used by the comparison levels
     for comp in cfg["comparisons"]:
         for lv in comp["levels"]:
@@ -216,12 +231,14 @@ def prepare_frame(df, cfg: dict):
                 name = f"q{lv.get('q', 1)}_{lv['column']}"
                 if name not in out.columns:
                     q = lv.get("q", 1)
-                    out[name] = out[lv["column"]].map(
-                        lambda v, q=q: _qgrams(v, q) if v else None)
+                    grams = [_qgrams(v, q) if isinstance(v, str) and v else None
+                             for v in out[lv["column"]].tolist()]
+                    out[name] = pd.Series(grams, dtype=object)
+                    out["s" + name[1:]] = pd.Series([_signature(g) for g in grams], dtype=object)
             if lv["kind"] == "prefix":
                 name = f"{lv['column']}_p{lv['n']}"
                 if name not in out.columns:
-                    out[name] = out[lv["column"]].str.slice(0, lv["n"])
+                    out[name] = _prefix(out[lv["column"]], lv["n"])
     # derived prefix columns used in blocking rules
     tr = cfg.get("training") or {}
     all_rules = (list(cfg["blocking_rules"]) + list(tr.get("em_blocking_rules") or [])
@@ -230,7 +247,7 @@ def prepare_frame(df, cfg: dict):
         for key in _rule_keys(rule):
             col, _, n = key.partition(":")
             if n and _key_name(key) not in out.columns:
-                out[_key_name(key)] = out[col].str.slice(0, int(n))
+                out[_key_name(key)] = _prefix(out[col], int(n))
     cap = int(cfg.get("max_block_size") or 0)
     for prefix, rules in (("bk", cfg["blocking_rules"]),
                           ("ek", (cfg.get("training") or {}).get("em_blocking_rules") or [])):
@@ -241,6 +258,13 @@ def prepare_frame(df, cfg: dict):
             col = out[c].astype(object)
             out[c] = col.where(col.notna(), None)
     return out
+
+
+def _prefix(series, n: int):
+    import pandas as pd
+
+    return pd.Series([v[:n] if isinstance(v, str) and v else None for v in series.tolist()],
+                     index=series.index, dtype=object)
 
 
 def _block_key(out, cols: list[str], cap: int):
@@ -280,12 +304,15 @@ def _level_sql(lv: dict, dialect: str) -> tuple[str, str]:
     else:
         inter, la, lb = f"size(array_intersect({a}, {b}))", f"size({a})", f"size({b})"
     p, d = _frac(lv["min"])
+    # exact pre-test: sets sharing nothing have disjoint signatures
+    pre = f"(s{q}_{col}_l & s{q}_{col}_r) <> 0"
     if kind == "jaccard":
-        # |A∩B| / (|A|+|B|-|A∩B|) >= p/d, in integers
-        return (f"{inter} * {d + p} >= {p} * ({la} + {lb})",
+        # |A∩B| / (|A|+|B|-|A∩B|) >= p/d, in integers; needs min(|A|,|B|) >= p/d max(|A|,|B|)
+        return (f"{pre} AND least({la}, {lb}) * {d} >= {p} * greatest({la}, {lb}) AND "
+                f"{inter} * {d + p} >= {p} * ({la} + {lb})",
                 f"{col} {q}-gram Jaccard ≥ {lv['min']}")
     # overlap coefficient |A∩B| / min(|A|,|B|) >= p/d
-    return (f"{inter} * {d} >= {p} * least({la}, {lb})",
+    return (f"{pre} AND {inter} * {d} >= {p} * least({la}, {lb})",
             f"{col} {q}-gram 包含度 ≥ {lv['min']}")
 
 
@@ -338,7 +365,7 @@ def splink_settings(cfg: dict, dialect: str, params: dict | None = None) -> dict
         "blocking_rules_to_generate_predictions": rules,
         "comparisons": comparisons,
         "retain_matching_columns": False,
-        "retain_intermediate_calculation_columns": False,
+        "retain_intermediate_calculation_columns": True,  # gamma_* for the review detail
         "max_iterations": int(tr.get("em_max_iterations", 25)),
         "em_convergence": float(tr.get("em_convergence", 0.0001)),
     }
@@ -401,6 +428,8 @@ def _spark_frame(spark, prepared):
             fields.append(T.StructField(c, T.LongType(), False))
         elif c.startswith("q") and c[1:2].isdigit():
             fields.append(T.StructField(c, T.ArrayType(T.StringType()), True))
+        elif c.startswith("s") and c[1:2].isdigit():
+            fields.append(T.StructField(c, T.LongType(), True))
         else:
             fields.append(T.StructField(c, T.StringType(), True))
     rows = [tuple(r) for r in prepared.itertuples(index=False, name=None)]
@@ -471,10 +500,17 @@ def train_model(prepared, cfg: dict, backend: _Backend) -> dict:
     t0 = time.perf_counter()
     # u: all pairs of a random sample of records (sample drawn here, with the fixed seed)
     n = len(prepared)
-    k = min(n, int(tr.get("u_sample_records", 2000)))
+    # records known to match (same valid deterministic key) are not non-matches: keep one
+    # record per key so that they do not inflate u
+    pool = prepared
+    for d in cfg.get("deterministic") or []:
+        col = "k_" + d["column"]
+        pool = pool[pool[col].isna() | ~pool[col].duplicated()]
+    m_pool = len(pool)
+    k = min(m_pool, int(tr.get("u_sample_records", 1000)))
     rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(n, size=k, replace=False)) if k < n else np.arange(n)
-    sample = prepared.iloc[idx].reset_index(drop=True)
+    idx = np.sort(rng.choice(m_pool, size=k, replace=False)) if k < m_pool else np.arange(m_pool)
+    sample = pool.iloc[idx].reset_index(drop=True)
     settings = splink_settings(cfg, backend.dialect)
     settings["probability_two_random_records_match"] = 0.0001
     lk = backend.linker(sample, settings)
@@ -520,11 +556,12 @@ def train_model(prepared, cfg: dict, backend: _Backend) -> dict:
             if mu["m"] is None:  # never estimated: a neutral default
                 mu["m"] = mu["u"]
     # keep every weight finite: EM on a small or clean block can drive an m to ~0
-    floor = float(tr.get("probability_floor", 0.0005))
+    m_floor = float(tr.get("m_floor", 0.01))
+    u_floor = float(tr.get("u_floor", 1e-6))
     for levels in trained["comparisons"].values():
         for mu in levels.values():
-            mu["m"] = min(max(mu["m"], floor), 1.0)
-            mu["u"] = min(max(mu["u"], floor / 100), 1.0)
+            mu["m"] = min(max(mu["m"], m_floor), 1.0)
+            mu["u"] = min(max(mu["u"], u_floor), 1.0)
     trained["prior"] = prior
     trained["version"] = MODEL_VERSION
     trained["config_hash"] = config_hash(cfg)
@@ -848,13 +885,14 @@ def run_linkage(session, entity_type: str = "enterprise", backend: str = "duckdb
 
     # new entities, in cluster-key order
     new_keys = sorted(k for k, e in assigned.items() if e is None)
-    created = [Entity(entity_type=entity_type, created_run_id=run_id, history=[
-        {"run": run_id, "event": "created", "at": at.isoformat(timespec="seconds")}])
-        for _ in new_keys]
-    session.add_all(created)
-    session.flush()
-    for key, ent in zip(new_keys, created, strict=True):
-        assigned[key] = ent.id
+    if new_keys:
+        event = [{"run": run_id, "event": "created", "at": at.isoformat(timespec="seconds")}]
+        rows_new = [{"entity_type": entity_type, "created_run_id": run_id, "retired": False,
+                     "history": event, "created_at": at} for _ in new_keys]
+        new_ids = session.scalars(insert(Entity).returning(Entity.id, sort_by_parameter_order=True),
+                                  rows_new).all()
+        for key, ent_id in zip(new_keys, new_ids, strict=True):
+            assigned[key] = ent_id
 
     # merges, splits, retirements
     members: dict[int, list[int]] = defaultdict(list)
