@@ -110,6 +110,8 @@ def detect_encoding(path: Path) -> str:
 
 
 class CsvReader(Reader):
+    text_only = True  # every cell is a str
+
     def __init__(self, path: Path, encoding: str | None = None, delimiter: str = ","):
         self.path = path
         self.label = str(path)

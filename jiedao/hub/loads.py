@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Text, cast, insert, select, update
+from sqlalchemy import Text, bindparam, cast, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from jiedao.clock import now
@@ -118,7 +118,7 @@ def load_source(session: Session, source_code: str, path: str | Path | None = No
     in its own transaction, and ValidationError is raised naming file, row and field.
     The caller commits (``db.session()`` does) to keep the result.
 
-    Rows to standardise are handed to ``workers`` forked processes (default: one when the
+    Rows to standardise are handed to ``workers`` forked processes (default: two when the
     machine has two cores or more) once a chunk holds ``worker_min_rows`` of them, so that
     standardising and writing overlap; small and incremental loads stay in this process.
     """
@@ -135,7 +135,7 @@ def load_source(session: Session, source_code: str, path: str | Path | None = No
     rej = _Rejects(rejects_dir() / f"run{run_id}_{src.code}_{started:%Y%m%d%H%M%S}.csv")
     try:
         if workers is None:
-            workers = 1 if (os.cpu_count() or 1) >= 2 else 0
+            workers = min(2, os.cpu_count() or 1) if (os.cpu_count() or 1) >= 2 else 0
         counts = _load(session, src, run_id, started, location, data_dir, path is not None,
                        rej, standardiser, chunk_size, workers, worker_min_rows)
     except BaseException as e:
@@ -240,11 +240,12 @@ def _load(session: Session, src: Source, run_id: int, started, location: str, da
                     updates.append({"id": old[0], **vals})
                     c["n_changed"] += 1
             if inserts:
-                session.execute(insert(Record), inserts)
+                session.execute(_RECORD.insert(), inserts)  # Core executemany: one key set
             if updates:
                 _bulk_update(session, updates)
 
         pool = None
+        text_only = getattr(reader, "text_only", False)  # CSV cells are already JSON text
         try:
             for chunk in _chunks(reader.rows(), chunk_size):
                 todo = []
@@ -255,7 +256,8 @@ def _load(session: Session, src: Source, run_id: int, started, location: str, da
                         continue
                     if reader.columns is None:
                         keys_seen_columns.update(raw)
-                    raw = {k: jsonable(v) for k, v in raw.items()}
+                    if not text_only:
+                        raw = {k: jsonable(v) for k, v in raw.items()}
                     key = _key(raw, mapping.key)
                     if key is None:
                         rej.add(row_no, "+".join(mapping.key), "缺少主键（标识行的列为空）",
@@ -281,7 +283,7 @@ def _load(session: Session, src: Source, run_id: int, started, location: str, da
                     continue
                 # the worker standardises this chunk while this process writes the previous one
                 pending.append((todo, pool.apply_async(_std_batch, ([t[1] for t in todo],))))
-                while len(pending) > 1:
+                while len(pending) > workers:
                     done, res = pending.popleft()
                     write(done, res.get())
             while pending:
@@ -334,13 +336,15 @@ def _std_batch(raws: list[dict]) -> list:
     return [st.record(raw, mapping) for raw in raws]
 
 
+_RECORD = Record.__table__
+
+
 def _bulk_update(session: Session, rows: list[dict]) -> None:
-    """ORM bulk UPDATE by primary key, grouped by the set of columns each row sets."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(tuple(sorted(r)), []).append(r)
-    for group in groups.values():
-        session.execute(update(Record), group)
+    """Core executemany UPDATE by primary key (every row sets the same columns)."""
+    cols = [k for k in rows[0] if k != "id"]
+    stmt = (_RECORD.update().where(_RECORD.c.id == bindparam("_id"))
+            .values({c: bindparam(f"_{c}") for c in cols}))
+    session.execute(stmt, [{f"_{k}": v for k, v in r.items()} for r in rows])
 
 
 def _chunks(rows: Iterator, size: int) -> Iterator[list]:

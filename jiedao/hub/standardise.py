@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from operator import mul
 from typing import Any
 
 # --------------------------------------------------------------------------- credit codes
@@ -26,7 +27,9 @@ _LOOKALIKE = {"O": "0", "I": "1"}
 
 def uscc_check_char(code17: str) -> str:
     """The GB 32100-2015 check character for the first 17 characters of a credit code."""
-    total = sum(USCC_VALUE[c] * w for c, w in zip(code17, USCC_WEIGHTS, strict=True))
+    if len(code17) != 17:
+        raise ValueError("a credit code body has 17 characters")
+    total = sum(map(mul, map(USCC_VALUE.__getitem__, code17), USCC_WEIGHTS))
     return USCC_CHARS[(31 - total % 31) % 31]
 
 
@@ -300,6 +303,18 @@ _MIN_YEAR, _MAX_YEAR = 1900, 2100
 
 
 def parse_date(value: Any, formats: tuple[str, ...] | list[str] = ()) -> tuple[date | None, str | None]:
+    """(date, problem). Text values are cached (ledgers repeat dates a lot)."""
+    if type(value) is str:
+        return _parse_date_text(value, tuple(formats))
+    return _parse_date(value, tuple(formats))
+
+
+@lru_cache(maxsize=65536)
+def _parse_date_text(value: str, formats: tuple[str, ...]) -> tuple[date | None, str | None]:
+    return _parse_date(value, formats)
+
+
+def _parse_date(value: Any, formats: tuple[str, ...] = ()) -> tuple[date | None, str | None]:
     """(date, problem). Accepts date/datetime objects, yyyy-mm-dd, yyyy/m/d, yyyy.m.d,
     yyyy年m月d日, yyyymmdd, an Excel serial day number, and any extra strptime ``formats``."""
     if _blank(value):
@@ -363,6 +378,17 @@ def section_of(division: int) -> str | None:
 def parse_industry(value: Any) -> tuple[str | None, str | None]:
     """(code, problem): GB/T 4754 section letter + 2–4 digits (``I6513``), a bare letter,
     or digits alone (the letter is added). The letter must fit the division."""
+    if type(value) is str:
+        return _parse_industry_text(value)
+    return _parse_industry(value)
+
+
+@lru_cache(maxsize=16384)
+def _parse_industry_text(value: str) -> tuple[str | None, str | None]:
+    return _parse_industry(value)
+
+
+def _parse_industry(value: Any) -> tuple[str | None, str | None]:
     if _blank(value):
         return None, None
     s = clean_code(value)
@@ -490,7 +516,9 @@ class Standardiser:
         return cls(names=NameStandardiser(tuple(regions)), resolver=resolver)
 
     def address(self, text: str) -> dict:
-        """Standard address parts for one address text (cached per text)."""
+        """Standard address parts for one address text (cached per text without its floor,
+        room or shop-front suffix, which does not change the building)."""
+        text = address_place(text)
         hit = self._cache.get(text)
         if hit is not None:
             return hit
@@ -522,6 +550,18 @@ class Standardiser:
     def record(self, raw: dict, mapping) -> tuple[dict, list[FieldProblem]]:
         """Standard columns for one raw row under ``mapping`` (a sources.Mapping)."""
         return _standardise(raw, mapping, self)
+
+
+# floor / unit / room / shop-front at the end of an address: 1楼105号, 2层220室, 1单元402室, 门面
+_INSIDE_RE = re.compile(
+    r"(?<=[^\d\-])(?:(?:\d+单元)?\d+(?:楼|层|F)(?:\d+(?:室|号房|号)?)?(?:门面|商铺|铺面)?"
+    r"|\d+单元\d+(?:室|号)?|\d{3,5}(?:室|号房)|(?:门面|商铺|铺面))$")
+
+
+def address_place(text: str) -> str:
+    """The address without a trailing floor / unit / room / shop-front part."""
+    t = _INSIDE_RE.sub("", text)
+    return t if len(t) >= 4 else text
 
 
 def _standardise(raw: dict, mapping, st: Standardiser) -> tuple[dict, list[FieldProblem]]:
