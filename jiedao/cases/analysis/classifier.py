@@ -311,7 +311,7 @@ def _fit_svm(X, y, C: float, seed: int):
 
 
 def _fit_temperature(X, y: np.ndarray, classes: np.ndarray, C: float, seed: int,
-                     max_rows: int = 12_000) -> float:
+                     max_rows: int = 6_000) -> float:
     """Temperature for softmax(scores·t) minimising log-loss on 3-fold out-of-fold scores."""
     from scipy.optimize import minimize_scalar
     from scipy.special import log_softmax
