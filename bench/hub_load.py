@@ -1,6 +1,6 @@
 """Hub loads on the demo ledgers: a full load of every registered source, then an
 incremental load after 1 % of the rows of every ledger changed (target ≤ 30 s), with the
-peak memory of each load process.
+peak memory of each load process (the loader plus its largest standardising worker).
 
 A child process builds the demo district (without the appeals and hub stages) in a temporary
 SQLite database — or PostgreSQL when JIEDAO_BENCH_PG_URL is set — and writes the six demo
@@ -50,7 +50,8 @@ for code in codes:
     with db.session() as s:
         runs.append(run_summary(load_source(s, code, data_dir=sys.argv[2], standardiser=st)))
 seconds = time.perf_counter() - t0
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+       + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024  # loader + largest worker
 print(json.dumps({"seconds": seconds, "resolver_seconds": t_std, "rss_mb": rss, "runs": runs}))
 """
 
