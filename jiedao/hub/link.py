@@ -23,6 +23,7 @@ writes ``hub_link`` / ``hub_entity`` / ``hub_review`` and saves the model in ``h
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -48,6 +49,7 @@ FRAME_COLUMNS = ("record_id", "source_code", "name_norm", "name_core", "credit_c
 TEXT_COLUMNS = FRAME_COLUMNS[2:]
 LEVEL_KINDS = ("exact", "jaccard", "overlap", "prefix")
 CHECKS = ("uscc", "reg_no", "none")
+DERIVED_KEYS = ("org_code",)
 BACKENDS = ("duckdb", "spark")
 MODEL_VERSION = 1
 
@@ -88,6 +90,11 @@ def validate_config(cfg: dict, source: str = "linkage.yaml") -> None:
             bad(f"未知的列 {c!r}（可用：{', '.join(TEXT_COLUMNS)}）", fld)
 
     for i, d in enumerate(cfg.get("deterministic") or []):
+        if d.get("derive") is not None:
+            if d["derive"] not in DERIVED_KEYS:
+                bad(f"未知的派生键 {d['derive']!r}（可用：{', '.join(DERIVED_KEYS)}）",
+                    f"deterministic[{i}].derive")
+            continue
         col_ok(d.get("column"), f"deterministic[{i}].column")
         if d.get("check", "none") not in CHECKS:
             bad(f"未知的校验 {d.get('check')!r}", f"deterministic[{i}].check")
@@ -168,6 +175,45 @@ def _signature(grams: list[str] | None) -> int | None:
     return sig
 
 
+def _qgram_columns(values: list, q: int) -> tuple[list, list]:
+    """q-gram sets and their signatures for a column (memoised: values repeat across
+    ledgers, q-grams across values)."""
+    memo: dict[str, tuple] = {}
+    bits: dict[str, int] = {}
+    grams_out, sigs_out = [], []
+    for v in values:
+        if not isinstance(v, str) or not v:
+            grams_out.append(None)
+            sigs_out.append(None)
+            continue
+        hit = memo.get(v)
+        if hit is None:
+            grams = _qgrams(v, q)
+            sig = 0
+            for g in grams:
+                b = bits.get(g)
+                if b is None:
+                    b = bits[g] = 1 << (zlib.crc32(g.encode("utf-8")) % 63)
+                sig |= b
+            hit = memo[v] = (grams, sig)
+        grams_out.append(hit[0])
+        sigs_out.append(hit[1])
+    return grams_out, sigs_out
+
+
+def _org_code(credit_code: Any, reg_no: Any) -> str | None:
+    """GB 11714 organisation code: characters 9–17 of a valid credit code, or the last nine
+    characters of an old 15-character tax id (6-digit division + organisation code)."""
+    from jiedao.hub.standardise import org_code_valid, uscc_valid
+
+    if isinstance(credit_code, str) and uscc_valid(credit_code):
+        return credit_code[8:17]
+    for v in (reg_no, credit_code):
+        if isinstance(v, str) and len(v) == 15 and v[:6].isdigit() and org_code_valid(v[6:]):
+            return v[6:]
+    return None
+
+
 def _key_validator(check: str):
     from jiedao.hub.standardise import reg_no_valid, uscc_valid
 
@@ -187,7 +233,10 @@ def _blank_to_none(series):
         v = str(v).strip()
         return v or None
 
-    return pd.Series([clean(v) for v in s.tolist()], index=s.index, dtype=object)
+    import pyarrow as pa
+
+    return pd.Series(pd.arrays.ArrowExtensionArray(
+        pa.array([clean(v) for v in s.tolist()], type=pa.string())), index=s.index)
 
 
 def _key_name(key: str) -> str:
@@ -203,6 +252,7 @@ def prepare_frame(df, cfg: dict):
     """A copy of ``df`` ready for Splink: text columns cleaned, q-gram arrays, valid
     deterministic keys (``k_<column>``) and capped blocking keys (``bk_<i>``)."""
     import pandas as pd
+    import pyarrow as pa
 
     missing = [c for c in FRAME_COLUMNS if c not in df.columns]
     if missing:
@@ -220,6 +270,12 @@ def prepare_frame(df, cfg: dict):
             out[col] = out[col].where(out[col].notna(), out[fb])
     # valid deterministic keys
     for d in cfg.get("deterministic") or []:
+        if d.get("derive") == "org_code":
+            out["k_org_code"] = pd.Series(
+                [_org_code(c, r) for c, r in zip(out["credit_code"].tolist(),
+                                                 out["reg_no"].tolist(), strict=True)],
+                dtype=object)
+            continue
         ok = _key_validator(d.get("check", "none"))
         out["k_" + d["column"]] = pd.Series(
             [v if isinstance(v, str) and v and ok(v) else None for v in out[d["column"]].tolist()],
@@ -231,10 +287,12 @@ def prepare_frame(df, cfg: dict):
                 name = f"q{lv.get('q', 1)}_{lv['column']}"
                 if name not in out.columns:
                     q = lv.get("q", 1)
-                    grams = [_qgrams(v, q) if isinstance(v, str) and v else None
-                             for v in out[lv["column"]].tolist()]
-                    out[name] = pd.Series(grams, dtype=object)
-                    out["s" + name[1:]] = pd.Series([_signature(g) for g in grams], dtype=object)
+                    grams, sigs = _qgram_columns(out[lv["column"]].tolist(), q)
+                    # arrow-backed list column: no Python object per q-gram is kept
+                    out[name] = pd.Series(pd.arrays.ArrowExtensionArray(
+                        pa.array(grams, type=pa.list_(pa.string()))))
+                    del grams
+                    out["s" + name[1:]] = pd.Series(sigs, dtype="Int64")
             if lv["kind"] == "prefix":
                 name = f"{lv['column']}_p{lv['n']}"
                 if name not in out.columns:
@@ -248,15 +306,16 @@ def prepare_frame(df, cfg: dict):
             col, _, n = key.partition(":")
             if n and _key_name(key) not in out.columns:
                 out[_key_name(key)] = _prefix(out[col], int(n))
-    cap = int(cfg.get("max_block_size") or 0)
-    for prefix, rules in (("bk", cfg["blocking_rules"]),
-                          ("ek", (cfg.get("training") or {}).get("em_blocking_rules") or [])):
+    caps = {"bk": int(cfg.get("max_block_size") or 0),
+            "ek": int(tr.get("em_max_block_size") or cfg.get("max_block_size") or 0)}
+    for prefix, rules in (("bk", cfg["blocking_rules"]), ("ek", tr.get("em_blocking_rules") or [])):
+        cap = caps[prefix]
         for i, rule in enumerate(rules):
             out[f"{prefix}_{i}"] = _block_key(out, [_key_name(k) for k in _rule_keys(rule)], cap)
-    for c in out.columns:  # missing is None everywhere (not NaN): both backends see NULL
-        if c != "record_id":
-            col = out[c].astype(object)
-            out[c] = col.where(col.notna(), None)
+    for c in out.columns:  # text as compact arrow strings; missing is NULL on every backend
+        if c != "record_id" and out[c].dtype == object:
+            vals = [v if isinstance(v, str) else None for v in out[c].tolist()]
+            out[c] = pd.Series(pd.arrays.ArrowExtensionArray(pa.array(vals, type=pa.string())))
     return out
 
 
@@ -326,9 +385,15 @@ def level_labels(cfg: dict) -> dict[str, list[str]]:
             for c in cfg["comparisons"]}
 
 
+def _key_of(d: dict) -> str:
+    return d.get("column") or d["derive"]
+
+
 def _exclusion_sql(cfg: dict) -> str:
-    parts = [f"(l.k_{d['column']} IS NULL OR r.k_{d['column']} IS NULL)"
-             for d in cfg.get("deterministic") or []]
+    """Pairs that both hold a key whose differing values mean different entities are never
+    scored (equal values are linked already)."""
+    parts = [f"(l.k_{_key_of(d)} IS NULL OR r.k_{_key_of(d)} IS NULL)"
+             for d in cfg.get("deterministic") or [] if d.get("conflict", True)]
     return " AND ".join(parts)
 
 
@@ -418,6 +483,12 @@ def _python() -> str:
     return sys.executable
 
 
+def _arrow_table(prepared):
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(prepared, preserve_index=False)
+
+
 def _spark_frame(spark, prepared):
     """Spark DataFrame with an explicit schema (lists → array<string>)."""
     from pyspark.sql import types as T
@@ -432,7 +503,8 @@ def _spark_frame(spark, prepared):
             fields.append(T.StructField(c, T.LongType(), True))
         else:
             fields.append(T.StructField(c, T.StringType(), True))
-    rows = [tuple(r) for r in prepared.itertuples(index=False, name=None)]
+    cols = _arrow_table(prepared).to_pydict()
+    rows = list(zip(*(cols[c] for c in prepared.columns), strict=True))
     return spark.createDataFrame(rows, schema=T.StructType(fields))
 
 
@@ -451,19 +523,29 @@ class _Backend:
 
     def api(self):
         if self.name == "duckdb":
+            import duckdb
             from splink import DuckDBAPI
 
-            return DuckDBAPI()
+            # bounded memory: DuckDB spills to disk rather than growing past the limit
+            con = duckdb.connect(config={
+                "memory_limit": os.environ.get("JIEDAO_LINK_DUCKDB_MEMORY", "1500MB"),
+                "preserve_insertion_order": False})
+            return DuckDBAPI(connection=con)
         from splink import SparkAPI
 
         return SparkAPI(spark_session=self.spark, register_udfs_automatically=False,
                         break_lineage_method="persist")
 
-    def linker(self, prepared, settings: dict):
+    def table(self, prepared):
+        """The input in the backend's own form (converted once, registered by each linker)."""
+        if self.name == "spark":
+            return _spark_frame(self.spark, prepared)
+        return _arrow_table(prepared)
+
+    def linker(self, table, settings: dict):
         from splink import Linker
 
         api = self.api()
-        table = _spark_frame(self.spark, prepared) if self.name == "spark" else prepared
         sdf = api.register(table)
         return Linker(sdf, settings, log_level=logging.ERROR, validate_settings=False)
 
@@ -490,7 +572,7 @@ def _extract_params(linker, cfg: dict) -> dict:
     return {"comparisons": comps, "prior": settings.get("probability_two_random_records_match")}
 
 
-def train_model(prepared, cfg: dict, backend: _Backend) -> dict:
+def train_model(prepared, cfg: dict, backend: _Backend, table=None) -> dict:
     """Train m/u/prior on ``prepared`` (output of :func:`prepare_frame`); backend-neutral
     sampling so DuckDB and Spark estimate from the same pairs."""
     import numpy as np
@@ -504,7 +586,7 @@ def train_model(prepared, cfg: dict, backend: _Backend) -> dict:
     # record per key so that they do not inflate u
     pool = prepared
     for d in cfg.get("deterministic") or []:
-        col = "k_" + d["column"]
+        col = "k_" + _key_of(d)
         pool = pool[pool[col].isna() | ~pool[col].duplicated()]
     m_pool = len(pool)
     k = min(m_pool, int(tr.get("u_sample_records", 1000)))
@@ -513,7 +595,7 @@ def train_model(prepared, cfg: dict, backend: _Backend) -> dict:
     sample = pool.iloc[idx].reset_index(drop=True)
     settings = splink_settings(cfg, backend.dialect)
     settings["probability_two_random_records_match"] = 0.0001
-    lk = backend.linker(sample, settings)
+    lk = backend.linker(backend.table(sample), settings)
     max_pairs = k * (k - 1) / 2 + 10
     lk.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=seed,
                                                  min_count_per_level=None, num_chunks=1)
@@ -539,7 +621,7 @@ def train_model(prepared, cfg: dict, backend: _Backend) -> dict:
     # m: EM on each training rule with u fixed
     params = {"comparisons": u_params["comparisons"], "prior": prior}
     settings = splink_settings(cfg, backend.dialect, params)
-    lk = backend.linker(prepared, settings)
+    lk = backend.linker(table if table is not None else backend.table(prepared), settings)
     em_sessions = 0
     for i, rule in enumerate(tr.get("em_blocking_rules") or []):
         try:
@@ -549,6 +631,7 @@ def train_model(prepared, cfg: dict, backend: _Backend) -> dict:
         except Exception as e:  # noqa: BLE001 - a rule giving no pairs must not stop linkage
             log.warning("EM on rule %s skipped: %s", rule, e)
     trained = _extract_params(lk, cfg)
+    del lk  # frees the backend's working tables before prediction
     for cname, levels in trained["comparisons"].items():
         for label, mu in levels.items():
             if mu["u"] is None:
@@ -663,6 +746,13 @@ class LinkResult:
         return iter((self.clusters, self.review, self.model))
 
 
+def _rss_mb() -> int:
+    """Peak resident memory of this process so far (MB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def _pair(a: int, b: int) -> tuple[int, int]:
     return (a, b) if a <= b else (b, a)
 
@@ -681,6 +771,7 @@ def link_frame(df, config: dict | None = None, backend: str = "duckdb", must_lin
     _quiet_splink()
     t0 = time.perf_counter()
     prepared = prepare_frame(df, cfg)
+    timings = {"prepare": round(time.perf_counter() - t0, 2), "rss_mb.prepare": _rss_mb()}
     ids = prepared["record_id"].tolist()
     idset = set(ids)
     th = cfg["thresholds"]
@@ -689,12 +780,14 @@ def link_frame(df, config: dict | None = None, backend: str = "duckdb", must_lin
 
     keys = {}
     for d in cfg.get("deterministic") or []:
-        col = "k_" + d["column"]
+        col = "k_" + _key_of(d)
         s = prepared[["record_id", col]].dropna()
-        keys[d["column"]] = dict(zip(s["record_id"].tolist(), s[col].tolist(), strict=True))
+        keys[_key_of(d)] = dict(zip(s["record_id"].tolist(), s[col].tolist(), strict=True))
+    conflict_keys = {_key_of(d): keys[_key_of(d)] for d in cfg.get("deterministic") or []
+                     if d.get("conflict", True)}
     must = [_pair(int(a), int(b)) for a, b in must_link if a in idset and b in idset and a != b]
     cannot = [_pair(int(a), int(b)) for a, b in cannot_link if a in idset and b in idset]
-    uf = _Clusters(ids, keys, cannot)
+    uf = _Clusters(ids, conflict_keys, cannot)
     method: dict[int, str] = {}
     prob: dict[int, float] = {}
 
@@ -710,7 +803,7 @@ def link_frame(df, config: dict | None = None, backend: str = "duckdb", must_lin
         for members in groups.values():
             members.sort()
             for other in members[1:]:
-                if uf.union(members[0], other):
+                if uf.find(members[0]) != uf.find(other) and uf.union(members[0], other):
                     n_det += 1
                     for r in (members[0], other):
                         method.setdefault(r, "credit_code")
@@ -721,12 +814,21 @@ def link_frame(df, config: dict | None = None, backend: str = "duckdb", must_lin
     edges: list[tuple[float, int, int, dict]] = []
     if len(ids) >= 2:
         be = _Backend(backend, spark)
+        table = be.table(prepared)
         if model is None:
-            model = train_model(prepared, cfg, be)
+            t1 = time.perf_counter()
+            model = train_model(prepared, cfg, be, table)
+            gc.collect()
+            timings["train"] = round(time.perf_counter() - t1, 2)
+            timings["rss_mb.train"] = _rss_mb()
+        t1 = time.perf_counter()
         settings = splink_settings(cfg, be.dialect, model)
-        linker = be.linker(prepared, settings)
+        linker = be.linker(table, settings)
         pred = linker.inference.predict(threshold_match_probability=p_lo)
         pdf = pred.as_pandas_dataframe()
+        del pred, linker, table
+        timings["predict"] = round(time.perf_counter() - t1, 2)
+        timings["rss_mb.predict"] = _rss_mb()
         gcols = [c for c in pdf.columns if c.startswith("gamma_")]
         for row in pdf[["record_id_l", "record_id_r", "match_probability", *gcols]].itertuples(
                 index=False, name=None):
@@ -788,6 +890,7 @@ def link_frame(df, config: dict | None = None, backend: str = "duckdb", must_lin
             links[r] = (method.get(r, "probabilistic"), prob.get(r))
     stats["clusters"] = len(sizes)
     stats["seconds"] = round(time.perf_counter() - t0, 2)
+    stats["timings"] = timings
     return LinkResult(clusters=clusters, review=review, model=model, links=links, stats=stats)
 
 
@@ -880,8 +983,8 @@ def run_linkage(session, entity_type: str = "enterprise", backend: str = "duckdb
     old = {r: (e, m, p) for r, e, m, p in rows}
     existing = {r: v[0] for r, v in old.items() if r in ids}
     assigned, spread = assign_entity_ids(res.clusters, existing)
-    live = {e.id: e for e in session.scalars(
-        select(Entity).where(Entity.entity_type == entity_type, Entity.retired.is_(False)))}
+    live = set(session.scalars(select(Entity.id).where(Entity.entity_type == entity_type,
+                                                       Entity.retired.is_(False))))
 
     # new entities, in cluster-key order
     new_keys = sorted(k for k, e in assigned.items() if e is None)
@@ -906,18 +1009,17 @@ def run_linkage(session, entity_type: str = "enterprise", backend: str = "duckdb
         if ent_id in kept and len(targets) > 1:
             others = [t for t in targets if t != ent_id]
             splits.append({"entity": ent_id, "into": others})
-            _history(live.get(ent_id), {"run": run_id, "event": "split", "into": others,
-                                        "at": stamp})
+            _history(session.get(Entity, ent_id), {"run": run_id, "event": "split",
+                                                   "into": others, "at": stamp})
     for key, ent_id in sorted(assigned.items()):
         absorbed = sorted({existing[r] for r in members[key] if r in existing} - {ent_id})
         absorbed = [a for a in absorbed if a not in kept]
         if absorbed:
             merges.append({"entity": ent_id, "absorbed": absorbed})
-            _history(live.get(ent_id), {"run": run_id, "event": "merge", "absorbed": absorbed,
-                                        "at": stamp})
-    for ent_id, ent in sorted(live.items()):
-        if ent_id in kept:
-            continue
+            _history(session.get(Entity, ent_id), {"run": run_id, "event": "merge",
+                                                   "absorbed": absorbed, "at": stamp})
+    for ent_id in sorted(live - kept):
+        ent = session.get(Entity, ent_id)
         counts: dict[int, int] = defaultdict(int)
         for key in spread.get(ent_id, []):
             counts[assigned[key]] += sum(1 for r in members[key] if existing.get(r) == ent_id)
