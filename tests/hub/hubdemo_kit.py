@@ -21,7 +21,7 @@ class SmallHub:
 
 
 def build_small_hub(tmp_path_factory) -> SmallHub:
-    from conftest import _new_database
+    from dbkit import new_database
 
     from jiedao.demo import build
     from jiedao.demo.hub import LOAD_ORDER, link_by_truth
@@ -31,7 +31,7 @@ def build_small_hub(tmp_path_factory) -> SmallHub:
     from jiedao.hub.loads import load_source
     from jiedao.hub.sources import sync_sources
 
-    db, drop = _new_database(tmp_path_factory)
+    db, drop = new_database(tmp_path_factory)
     stages = build.DB_STAGES
     try:
         build.DB_STAGES = [st for st in stages if st[0] in ("catalog", "users")]
