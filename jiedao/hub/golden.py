@@ -108,48 +108,65 @@ def entity_records(session, entity_type: str = "enterprise"):
     return pd.DataFrame.from_records(session.execute(stmt).all(), columns=cols)
 
 
-def survive(records, fields: dict) -> dict[tuple[int, str], dict]:
+GOLDEN_COLUMNS = ["entity_id", "field", "value", "source_code", "record_id", "run_id", "at",
+                  "conflict", "alternatives"]
+
+
+def survive_frame(records, fields: dict):
     """Pick the golden value of every field for every entity of ``records`` (a frame like
-    :func:`entity_records`). Returns {(entity_id, field): {value, source_code, record_id,
-    run_id, at, conflict, alternatives}}. Pure: no database."""
+    :func:`entity_records`). Returns a DataFrame with GOLDEN_COLUMNS (one row per entity and
+    field that has a value). Pure: no database."""
     import pandas as pd
 
-    out: dict[tuple[int, str], dict] = {}
     if len(records) == 0:
-        return out
-    df = records.copy()
-    for f in RECORD_FIELDS:
-        if f in df.columns:
-            df[f] = df[f].map(_text).astype(object)
+        return pd.DataFrame(columns=GOLDEN_COLUMNS)
+    cols = ["entity_id", "record_id", "source_code", "priority", "run_id", "run_at",
+            "updated_at"]
+    df = records[cols].copy()
+    used = set()
+    for spec in fields.values():
+        used.add(spec["column"])
+        used.add(spec.get("compare", spec["column"]))
+        for r in spec.get("rules") or []:
+            base, _, pcol = str(r).partition(":")
+            if base == "prefer":
+                used.add(pcol)
+    present = [f for f in RECORD_FIELDS if f in records.columns]
+    for f in present:
+        if f in used:
+            df[f] = pd.Series([(v or None) if type(v) is str else _text(v)
+                               for v in records[f].tolist()], index=records.index, dtype=object)
     ts = pd.to_datetime(df["updated_at"].where(df["updated_at"].notna(), df["run_at"]),
                         errors="coerce")
     df["_recent"] = -ts.fillna(pd.Timestamp(0)).astype("int64")
     df["_recent"] = df["_recent"] - df["run_id"].fillna(0).astype("int64")  # later run first
     df["_prio"] = -df["priority"].fillna(0).astype("int64")
-    present = [f for f in RECORD_FIELDS if f in df.columns]
-    df["_complete"] = -df[present].notna().sum(axis=1)
-    winners: dict[str, pd.DataFrame] = {}
+    df["_complete"] = -records[present].notna().sum(axis=1).values
+    out = []
+    winners = {}
     for name, spec in fields.items():
         if spec.get("follow"):
             continue
         col = spec["column"]
-        ok = _validator(spec.get("valid", "nonblank"))
+        cmp_col = spec.get("compare", col)
         cand = df[df[col].notna()]
         if spec.get("valid", "nonblank") != "nonblank" and len(cand):
-            cand = cand[cand[col].map(ok).astype(bool)]
+            ok = _validator(spec["valid"])
+            vals = cand[col].tolist()
+            verdict = {v: bool(ok(v)) for v in set(vals)}
+            cand = cand[[verdict[v] for v in vals]]
         if len(cand) == 0:
-            winners[name] = cand
             continue
         cand = cand.copy()
-        keys, asc = ["entity_id"], [True]
+        keys = ["entity_id"]
         for i, rule in enumerate(spec.get("rules") or []):
             base, _, pcol = str(rule).partition(":")
             k = f"_r{i}"
             if base == "source_priority":
                 order = spec.get("sources")
                 if order:
-                    rank = {s: j for j, s in enumerate(order)}
-                    cand[k] = cand["source_code"].map(lambda s, rank=rank: rank.get(s, len(rank)))
+                    rank = {src: j for j, src in enumerate(order)}
+                    cand[k] = [rank.get(src, len(rank)) for src in cand["source_code"].tolist()]
                 else:
                     cand[k] = cand["_prio"]
             elif base == "most_recent":
@@ -163,63 +180,86 @@ def survive(records, fields: dict) -> dict[tuple[int, str], dict]:
             elif base == "prefer":
                 cand[k] = cand[pcol].isna().astype(int)
             keys.append(k)
-            asc.append(True)
         keys.append("record_id")
-        asc.append(True)
-        cand = cand.sort_values(keys, ascending=asc, kind="mergesort")
+        cand = cand.sort_values(keys, kind="mergesort")
         win = cand.drop_duplicates("entity_id", keep="first")
         winners[name] = win
-        cmp_col = spec.get("compare", col)
-        nun = cand.groupby("entity_id")[cmp_col].nunique()
-        conflicted = set(nun[nun > 1].index.tolist())
+        # alternatives: the best record of every other distinct (compare) value
+        firsts = cand.drop_duplicates(["entity_id", cmp_col], keep="first")
+        win_cmp = dict(zip(win["entity_id"].tolist(), win[cmp_col].tolist(), strict=True))
         alts: dict[int, list] = {}
-        if conflicted:
-            sub = cand[cand["entity_id"].isin(conflicted)]
-            for ent, grp in sub.groupby("entity_id", sort=False):
-                first = grp.iloc[0][cmp_col]
-                seen = {first}
-                lst = []
-                for v, cv, src, rid in zip(grp[col], grp[cmp_col], grp["source_code"],
-                                           grp["record_id"], strict=True):
-                    if cv in seen:
-                        continue
-                    seen.add(cv)
-                    lst.append({"value": v, "source_code": src, "record_id": int(rid)})
-                alts[int(ent)] = lst
-        for row in win[["entity_id", col, "source_code", "record_id", "run_id",
-                        "run_at"]].itertuples(index=False, name=None):
-            ent = int(row[0])
-            out[(ent, name)] = _cell(row[1], row[2], row[3], row[4], row[5],
-                                     ent in conflicted, alts.get(ent, []))
+        for ent, cv, v, src, rid in zip(firsts["entity_id"].tolist(), firsts[cmp_col].tolist(),
+                                        firsts[col].tolist(), firsts["source_code"].tolist(),
+                                        firsts["record_id"].tolist(), strict=True):
+            if cv != win_cmp[ent]:
+                alts.setdefault(ent, []).append(
+                    {"value": v, "source_code": src, "record_id": int(rid)})
+        frame = pd.DataFrame({
+            "entity_id": win["entity_id"].values, "field": name, "value": win[col].values,
+            "source_code": win["source_code"].values, "record_id": win["record_id"].values,
+            "run_id": win["run_id"].values, "at": win["run_at"].values})
+        frame["alternatives"] = [alts.get(e, []) for e in frame["entity_id"].tolist()]
+        frame["conflict"] = frame["alternatives"].map(bool)
+        out.append(frame)
     for name, spec in fields.items():
         lead = spec.get("follow")
-        if not lead:
+        if not lead or lead not in winners:
             continue
-        win = winners.get(lead)
-        if win is None or len(win) == 0:
-            continue
+        win = winners[lead]
         col = spec["column"]
-        for row in win[["entity_id", col, "source_code", "record_id", "run_id",
-                        "run_at"]].itertuples(index=False, name=None):
-            if row[1] is None:
-                continue
-            out[(int(row[0]), name)] = _cell(row[1], row[2], row[3], row[4], row[5], False, [])
+        if col not in win.columns:
+            win = win.assign(**{col: [_text(v) for v in
+                                      records.loc[win.index, col].tolist()]})
+        win = win[win[col].notna()]
+        frame = pd.DataFrame({
+            "entity_id": win["entity_id"].values, "field": name, "value": win[col].values,
+            "source_code": win["source_code"].values, "record_id": win["record_id"].values,
+            "run_id": win["run_id"].values, "at": win["run_at"].values})
+        frame["alternatives"] = [[] for _ in range(len(frame))]
+        frame["conflict"] = False
+        out.append(frame)
+    if not out:
+        return pd.DataFrame(columns=GOLDEN_COLUMNS)
+    return pd.concat(out, ignore_index=True)[GOLDEN_COLUMNS]
+
+
+def _py(v):
+    """Plain Python value for a database parameter (no numpy / pandas scalars)."""
+    import pandas as pd
+
+    if v is None or v is pd.NaT:
+        return None
+    if isinstance(v, float) and v != v:
+        return None
+    if hasattr(v, "to_pydatetime"):
+        return v.to_pydatetime()
+    if hasattr(v, "item"):
+        v = v.item()
+        if isinstance(v, int) and not isinstance(v, bool) and v > 10**15:  # datetime64 ns
+            return pd.Timestamp(v).to_pydatetime()
+    return v
+
+
+def _rows(frame) -> list[dict]:
+    out = []
+    for t in frame[GOLDEN_COLUMNS].itertuples(index=False, name=None):
+        out.append({"entity_id": int(t[0]), "field": t[1], "value": t[2],
+                    "source_code": t[3], "record_id": int(t[4]),
+                    "run_id": None if t[5] is None or t[5] != t[5] else int(t[5]),
+                    "at": _py(t[6]), "conflict": bool(t[7]), "alternatives": t[8]})
     return out
 
 
-def _cell(value, source, record_id, run_id, at, conflict, alternatives) -> dict:
-    import pandas as pd
-
-    at = None if at is None or (not isinstance(at, str) and pd.isna(at)) else at
-    if at is not None and hasattr(at, "to_pydatetime"):
-        at = at.to_pydatetime()
-    return {"value": value, "source_code": source, "record_id": int(record_id),
-            "run_id": None if run_id is None or pd.isna(run_id) else int(run_id), "at": at,
-            "conflict": bool(conflict), "alternatives": alternatives}
+def survive(records, fields: dict) -> dict[tuple[int, str], dict]:
+    """:func:`survive_frame` as {(entity_id, field): {value, source_code, record_id, run_id,
+    at, conflict, alternatives}} (convenient on small data)."""
+    return {(r["entity_id"], r["field"]): {k: v for k, v in r.items()
+                                            if k not in ("entity_id", "field")}
+            for r in _rows(survive_frame(records, fields))}
 
 
-def build_golden(session, entity_type: str = "enterprise", *, config: dict | None = None
-                 ) -> dict:
+def build_golden(session, entity_type: str = "enterprise", *, config: dict | None = None,
+                 chunk: int = 20000) -> dict:
     """(Re)build the golden records of every live entity of ``entity_type``; only changed
     cells are written. Returns counts (entities, fields, conflicts, written, removed)."""
     from sqlalchemy import delete, insert, select, tuple_, update
@@ -229,34 +269,49 @@ def build_golden(session, entity_type: str = "enterprise", *, config: dict | Non
     t0 = time.perf_counter()
     fields = config if config is not None else load_survivorship(entity_type)
     recs = entity_records(session, entity_type)
-    cells = survive(recs, fields)
+    cells = survive_frame(recs, fields)
+    del recs
+    import pandas as pd
+
     ent_ids = select(Entity.id).where(Entity.entity_type == entity_type)
-    old = {(e, f): (v, r, c, a) for e, f, v, r, c, a in session.execute(
+    old = pd.DataFrame(session.execute(
         select(Golden.entity_id, Golden.field, Golden.value, Golden.record_id, Golden.conflict,
-               Golden.alternatives).where(Golden.entity_id.in_(ent_ids)))}
-    ins, upd = [], []
-    for (ent, name), c in cells.items():
-        row = {"entity_id": ent, "field": name, "value": c["value"],
-               "source_code": c["source_code"], "record_id": c["record_id"],
-               "run_id": c["run_id"], "at": c["at"], "conflict": c["conflict"],
-               "alternatives": c["alternatives"]}
-        cur = old.get((ent, name))
-        if cur is None:
-            ins.append(row)
-        elif cur != (c["value"], c["record_id"], c["conflict"], c["alternatives"]):
-            upd.append(row)
-    gone = [k for k in old if k not in cells]
+               Golden.alternatives).where(Golden.entity_id.in_(ent_ids))).all(),
+        columns=["entity_id", "field", "value_old", "record_id_old", "conflict_old",
+                 "alternatives_old"])
+    merged = cells.merge(old, on=["entity_id", "field"], how="left", indicator=True)
+    is_new = (merged["_merge"] == "left_only").to_numpy()
+    changed = [bool(n) or v != vo or int(r) != int(ro) or bool(c) != bool(co) or a != ao
+               for n, v, vo, r, ro, c, co, a, ao in zip(
+                   is_new, merged["value"].tolist(), merged["value_old"].tolist(),
+                   merged["record_id"].tolist(), merged["record_id_old"].fillna(-1).tolist(),
+                   merged["conflict"].tolist(), merged["conflict_old"].fillna(False).tolist(),
+                   merged["alternatives"].tolist(), merged["alternatives_old"].tolist(),
+                   strict=True)]
+    todo = merged[changed]
+    todo_new = is_new[changed]
+    written = 0
+    for i in range(0, len(todo), chunk):
+        rows = _rows(todo.iloc[i:i + chunk])
+        flags = todo_new[i:i + chunk]
+        ins = [r for r, f in zip(rows, flags, strict=True) if f]
+        upd = [r for r, f in zip(rows, flags, strict=True) if not f]
+        if upd:
+            session.execute(update(Golden), upd)
+        if ins:
+            session.execute(insert(Golden), ins)
+        written += len(rows)
+    keep = cells[["entity_id", "field"]].assign(_keep=True)
+    left = old[["entity_id", "field"]].merge(keep, on=["entity_id", "field"], how="left")
+    gone = [(int(e), f) for e, f, k in zip(left["entity_id"].tolist(), left["field"].tolist(),
+                                           left["_keep"].tolist(), strict=True) if k is not True]
     for i in range(0, len(gone), 2000):
         session.execute(delete(Golden).where(
             tuple_(Golden.entity_id, Golden.field).in_(gone[i:i + 2000])))
-    if upd:
-        session.execute(update(Golden), upd)
-    if ins:
-        session.execute(insert(Golden), ins)
     session.flush()
-    return {"entity_type": entity_type, "entities": len({e for e, _ in cells}),
-            "fields": len(cells), "conflicts": sum(1 for c in cells.values() if c["conflict"]),
-            "written": len(ins) + len(upd), "removed": len(gone),
+    return {"entity_type": entity_type, "entities": int(cells["entity_id"].nunique()),
+            "fields": len(cells), "conflicts": int(cells["conflict"].sum()),
+            "written": written, "removed": len(gone),
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -288,5 +343,5 @@ def register_cli(hub_app) -> None:
                    f"用时 {out['seconds']:.1f}s")
 
 
-__all__ = ["CONFIG_PATH", "build_golden", "entity_records", "golden_record",
-           "load_survivorship", "register_cli", "survive"]
+__all__ = ["CONFIG_PATH", "GOLDEN_COLUMNS", "build_golden", "entity_records", "golden_record",
+           "load_survivorship", "register_cli", "survive", "survive_frame"]

@@ -530,6 +530,7 @@ class _Backend:
             con = duckdb.connect(config={
                 "memory_limit": os.environ.get("JIEDAO_LINK_DUCKDB_MEMORY", "1500MB"),
                 "preserve_insertion_order": False})
+            con.execute("SET enable_progress_bar = false")
             return DuckDBAPI(connection=con)
         from splink import SparkAPI
 
