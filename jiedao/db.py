@@ -154,5 +154,6 @@ def all_models() -> None:
     import jiedao.auth.models  # noqa: F401
     import jiedao.cases.models  # noqa: F401
     import jiedao.catalog.models  # noqa: F401
+    import jiedao.cockpit.models  # noqa: F401
     import jiedao.geo.models  # noqa: F401
     import jiedao.hub.models  # noqa: F401
