@@ -32,6 +32,7 @@ PACKAGE_DIR = DEMO_DIR.parent
 # another capability's engine (e.g. "cases", "hub") adds that package here, so a change to
 # the engine rebuilds the stored demo.
 FINGERPRINT_PACKAGES: tuple[str, ...] = ("demo", "cases", "hub")
+FINGERPRINT_SUFFIXES = frozenset({".py", ".yaml", ".yml", ".csv", ".json", ".txt"})
 
 
 # ---------------------------------------------------------------- fingerprint
@@ -58,7 +59,10 @@ def fingerprint(scale: str = "full", seed: int = DEFAULT_SEED) -> str:
     h.update(f"seed={seed};scale={scale};heads={','.join(_schema_heads())}\n".encode())
     for pkg in FINGERPRINT_PACKAGES:
         root = PACKAGE_DIR / pkg
-        files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+        # Data files count too: a district-editable YAML (linkage, survivorship, sources)
+        # changes what the stages produce just as code does.
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in FINGERPRINT_SUFFIXES
+                       and "__pycache__" not in p.parts)
         for p in files:
             h.update(str(p.relative_to(PACKAGE_DIR)).encode() + b"\0" + p.read_bytes() + b"\0")
     cat = _catalog_dir()
