@@ -39,13 +39,16 @@ and its mappings (source code in bold):
     科技型中小企业 (2,600) lists: 类别, 证书编号 (key), 企业名称 (the name on the certificate —
     the old name when the firm was renamed after certification), 统一社会信用代码, 认定日期
     (YYYY年M月D日), 有效期至, 技术领域, 所在街道, 通讯地址, 联系人, 联系人电话.
-``jd_building_ledger.xlsx`` — the street offices' building ledgers (楼宇台账), two sheets:
-    楼宇 — **jd_buildings** (entity type building; one row per office tower: 楼宇编号 key,
-    楼宇名称, 所属街道, 楼宇地址, 产权单位, 物业联系电话, 建成时间, 面积, 入驻率, 楼层数) and
-    入驻企业 — **jd_tenants** (~15,000 firms: 台账编号 key, 楼宇编号, 楼宇名称, 企业名称 as people
-    write them — 简称, no 有限公司, no region —, 统一社会信用代码 mostly blank, 所在楼层, 房号,
-    企业地址, 联系人, 联系电话, 入驻时间 (YYYY.M.D), 从业人数, 上年度税收（万元）, 备注; stale
-    rows of firms that moved out or closed).
+``jd_street_offices.sqlite`` — **jd_buildings** (entity type building): the street offices'
+    building register kept in their own database (table ``ly_building``, pinyin column names;
+    the hub reads it through the SQL connector, the query in sources.yaml names the columns
+    as 楼宇编号, 楼宇名称, 所属街道, 楼宇地址, 产权单位, 物业联系电话, 建成时间, 面积, 入驻率, 楼层数),
+    one row per office tower.
+``jd_building_ledger.xlsx`` sheet 入驻企业 — **jd_tenants**, the street offices' tenant lists
+    (~15,000 firms: 台账编号 key, 楼宇编号, 楼宇名称, 企业名称 as people write them — 简称, no
+    有限公司, no region —, 统一社会信用代码 mostly blank, 所在楼层, 房号, 企业地址, 联系人, 联系电话,
+    入驻时间 (YYYY.M.D), 从业人数, 上年度税收（万元）, 备注; stale rows of firms that moved out or
+    closed).
 
 Truth (for measuring linkage): ``truth_records.csv`` (source, source_key, entity_id,
 stale 0/1, flaws ";"-joined among abbrev, short, no_region, add_region, brackets, old_name,
@@ -82,9 +85,16 @@ SOURCE_FILES = {
     "tj_sishang": "tj_sishang.xlsx",
     "rsj_employers": "rsj_employers.jsonl",
     "kjj_tech": "kjj_tech_enterprises.xlsx",
-    "jd_buildings": "jd_building_ledger.xlsx",
+    "jd_buildings": "jd_street_offices.sqlite",
     "jd_tenants": "jd_building_ledger.xlsx",
 }
+# the street offices' own database (SQLite here): table and columns as the office keeps them;
+# the hub reads it through the SQL connector with the query registered in sources.yaml
+STREET_DB_TABLE = "ly_building"
+STREET_DB_COLUMNS = (("ly_bh", "TEXT PRIMARY KEY"), ("ly_mc", "TEXT"), ("jd_mc", "TEXT"),
+                     ("ly_dz", "TEXT"), ("cq_dw", "TEXT"), ("wy_dh", "TEXT"), ("jc_sj", "TEXT"),
+                     ("zjzmj", "INTEGER"), ("kzmj", "INTEGER"), ("rzl", "REAL"),
+                     ("lcs", "INTEGER"))
 TRUTH_RECORDS = "truth_records.csv"
 TRUTH_ENTITIES = "truth_entities.csv"
 REFERENCE_DAY = date(2025, 12, 31)  # ledgers are as of the end of 2025
@@ -880,7 +890,8 @@ def _tech(out: Path, ents: list[Ent], fl: Flaws, truth: _Truth) -> int:
 
 
 def _street(out: Path, ents: list[Ent], fl: Flaws, truth: _Truth) -> tuple[int, int]:
-    """Both sheets of the street offices' building ledger: 楼宇 and 入驻企业."""
+    """The street offices' ledgers: buildings into their SQLite database, tenants into the
+    入驻企业 sheet."""
     from openpyxl import Workbook
 
     r = fl.r
@@ -896,9 +907,7 @@ def _street(out: Path, ents: list[Ent], fl: Flaws, truth: _Truth) -> tuple[int, 
         if e.prev_building in office_set and r.random() < 0.35:
             per_building[e.prev_building].append((e, True))  # moved out, still listed
     wb = Workbook(write_only=True)
-    wsb = wb.create_sheet("楼宇")
-    wsb.append(["楼宇编号", "楼宇名称", "所属街道", "楼宇地址", "产权单位", "物业联系电话", "建成时间",
-                "总建筑面积（平方米）", "可租面积（平方米）", "入驻率", "楼层数"])
+    buildings: list[list] = []
     wst = wb.create_sheet("入驻企业")
     wst.append(["台账编号", "楼宇编号", "楼宇名称", "企业名称", "统一社会信用代码", "所在楼层", "房号",
                 "企业地址", "联系人", "联系电话", "入驻时间", "从业人数", "上年度税收（万元）", "备注"])
@@ -919,7 +928,7 @@ def _street(out: Path, ents: list[Ent], fl: Flaws, truth: _Truth) -> tuple[int, 
         btruth = ["addr_variant"] if baddr != b.address else []
         if bname != b.name:
             btruth.append("abbrev")
-        wsb.append([bkey, bname, street, baddr, ln.ZIHAO_CHARS[bi % 97] + "置业有限公司",
+        buildings.append([bkey, bname, street, baddr, ln.ZIHAO_CHARS[bi % 97] + "置业有限公司",
                     _landline(r), _fmt_date(date(_ri(r, 1998, 2021), _ri(r, 1, 12), 1), "dot"),
                     round(area), round(area * 0.8), round(min(0.98, live / max(1, b.floors * 3) + 0.45), 2),
                     b.floors])
@@ -958,7 +967,25 @@ def _street(out: Path, ents: list[Ent], fl: Flaws, truth: _Truth) -> tuple[int, 
             truth.add("jd_tenants", key, e.id, stale, flaws)
             nt += 1
     wb.save(out / SOURCE_FILES["jd_tenants"])
+    write_street_db(out / SOURCE_FILES["jd_buildings"], buildings)
     return nb, nt
+
+
+def write_street_db(path: Path, rows: list[list]) -> None:
+    """(Re)write the street offices' building database (SQLite) with ``rows`` in
+    STREET_DB_COLUMNS order."""
+    import sqlite3
+
+    path.unlink(missing_ok=True)
+    con = sqlite3.connect(path)
+    try:
+        cols = ", ".join(f"{c} {t}" for c, t in STREET_DB_COLUMNS)
+        con.execute(f"CREATE TABLE {STREET_DB_TABLE} ({cols})")
+        marks = ", ".join("?" * len(STREET_DB_COLUMNS))
+        con.executemany(f"INSERT INTO {STREET_DB_TABLE} VALUES ({marks})", rows)
+        con.commit()
+    finally:
+        con.close()
 
 
 def _write_entities(out: Path, ents: list[Ent], pop: _Population) -> None:

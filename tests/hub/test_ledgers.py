@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from openpyxl import load_workbook
 
 from jiedao.demo import ledger_names as ln
-from jiedao.demo.ledgers import SOURCE_FILES, read_truth, write_ledgers
+from jiedao.demo.ledgers import SOURCE_FILES, STREET_DB_TABLE, read_truth, write_ledgers
 from jiedao.demo.pipeline import generate
 
 
@@ -36,11 +37,20 @@ def _xlsx_rows(path: Path) -> dict[str, list[tuple]]:
         wb.close()
 
 
+def _sqlite_rows(path: Path) -> list[tuple]:
+    con = sqlite3.connect(path)
+    try:
+        return con.execute(f"SELECT * FROM {STREET_DB_TABLE} ORDER BY ly_bh").fetchall()
+    finally:
+        con.close()
+
+
 def _content(out: Path) -> dict[str, object]:
     got: dict[str, object] = {}
     for name in sorted(set(SOURCE_FILES.values())) + ["truth_records.csv", "truth_entities.csv"]:
         p = out / name
-        got[name] = _xlsx_rows(p) if name.endswith(".xlsx") else p.read_bytes()
+        got[name] = (_xlsx_rows(p) if name.endswith(".xlsx") else
+                     _sqlite_rows(p) if name.endswith(".sqlite") else p.read_bytes())
     return got
 
 
@@ -71,7 +81,9 @@ def test_small_scale_shape(ledgers):
     (out / SOURCE_FILES["sw_taxpayers"]).read_text(encoding="utf-8")
     first = json.loads((out / SOURCE_FILES["rsj_employers"]).read_text(encoding="utf-8").splitlines()[0])
     assert {"单位编号", "单位名称", "统一社会信用代码", "参保人数"} <= set(first)
-    assert set(_xlsx_rows(out / SOURCE_FILES["jd_tenants"])) == {"楼宇", "入驻企业"}
+    assert set(_xlsx_rows(out / SOURCE_FILES["jd_tenants"])) == {"入驻企业"}
+    # the street offices' building register is their own database, not a file export
+    assert len(_sqlite_rows(out / SOURCE_FILES["jd_buildings"])) == 3
     assert set(_xlsx_rows(out / SOURCE_FILES["tj_sishang"])) == {"四上企业名录"}
     assert set(_xlsx_rows(out / SOURCE_FILES["kjj_tech"])) == {"科技企业"}
 
@@ -186,3 +198,46 @@ def test_small_files_load_through_the_hub(ledgers, fresh_db):
             assert run.n_new == summary.rows[code]
             # rows are never dropped: problems blank a field and are listed in the rejects file
             assert run.n_rejected <= summary.rows[code] * 0.1
+
+
+def test_building_register_loads_through_the_sql_connector(ledgers, fresh_db, tmp_path):
+    """jd_buildings is registered with the sql connector: the loader opens the street
+    offices' SQLite database through its SQLAlchemy URL and runs the registered query; a
+    changed row in that database is picked up incrementally."""
+    import shutil
+
+    from sqlalchemy import select
+
+    from jiedao.catalog.loader import sync_catalog
+    from jiedao.hub.loads import load_source
+    from jiedao.hub.models import Record, Source
+    from jiedao.hub.sources import sync_sources
+
+    summary, out = ledgers
+    data = tmp_path / "data"
+    shutil.copytree(out, data)
+    with fresh_db.session() as s:
+        sync_catalog(s)
+        sync_sources(s)
+        src = s.get(Source, "jd_buildings")
+        assert src.connector == "sql" and src.location.startswith("sqlite:///{data_dir}/")
+        assert "FROM ly_building" in src.options["query"]
+    with fresh_db.session() as s:
+        run = load_source(s, "jd_buildings", data_dir=data)
+        assert run.status == "ok" and run.n_new == summary.rows["jd_buildings"] == 3
+        assert run.file.startswith("sqlite:///") and "jd_street_offices.sqlite" in run.file
+    with fresh_db.session() as s:
+        recs = s.scalars(select(Record).where(Record.source_code == "jd_buildings")
+                         .order_by(Record.source_key)).all()
+        assert [r.source_key for r in recs] == [r[0] for r in _sqlite_rows(data / SOURCE_FILES["jd_buildings"])]
+        assert all(r.name and r.raw["楼宇编号"] == r.source_key for r in recs)
+    con = sqlite3.connect(data / SOURCE_FILES["jd_buildings"])
+    con.execute(f"UPDATE {STREET_DB_TABLE} SET wy_dh = '027-66668888' WHERE ly_bh = ?",
+                (recs[0].source_key,))
+    con.commit()
+    con.close()
+    with fresh_db.session() as s:
+        run = load_source(s, "jd_buildings", data_dir=data)
+        assert (run.n_changed, run.n_unchanged, run.n_new) == (1, 2, 0)
+        rec = s.scalars(select(Record).where(Record.source_key == recs[0].source_key)).one()
+        assert rec.phone and "66668888" in rec.phone
