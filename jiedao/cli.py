@@ -15,7 +15,8 @@ def _mount() -> None:
     from jiedao import benchrun
 
     benchrun.register(app)
-    for name in ("geo", "catalog", "auth", "demo", "web", "cases", "cases.cli_import", "hub"):
+    for name in ("geo", "catalog", "auth", "demo", "web", "cases", "cases.cli_import", "hub", "cockpit.cli",
+                 "cockpit.cli_warnings"):
         # "pkg" mounts jiedao.pkg.cli; a dotted "pkg.module" mounts jiedao.pkg.module
         modname = f"jiedao.{name}" if "." in name else f"jiedao.{name}.cli"
         try:

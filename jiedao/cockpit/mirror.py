@@ -1,0 +1,351 @@
+"""The cockpit's DuckDB mirror of the operational database.
+
+DuckDB cannot load its sqlite/postgres extensions here (no network at run time), so the
+mirror is synced by this module: the case-level facts the metrics need are read from the
+operational database with SQLAlchemy (SQLite and PostgreSQL alike), turned into two fact
+tables inside DuckDB, and kept up to date incrementally:
+
+* ``cf`` — one row per case (dimension codes, received time, the flags/times each metric
+  needs, computed from the case's main assignments, transitions and follow-ups);
+* ``df`` — one row per (case, department that has or had an assignment on it), the same
+  columns computed from that department's assignments only (department metrics).
+
+Change detection compares ``(id, version, code)`` of every case with the mirror:
+``cases_case.version`` is bumped by every workflow action (``updated_at`` is business time,
+not wall-clock time, so it is no watermark). New and changed cases are re-read and their
+facts rebuilt; cases gone from the operational database are removed. Before that full key
+diff, a cheap probe ``(count, min id, max id, sum version)`` skips the sync when nothing
+changed (``force=True`` always runs the diff).
+
+Location: a DuckDB file ``$JIEDAO_HOME/cockpit/mirror-<sha256(url)[:16]>.duckdb``, so a
+restarted server only syncs what changed. If another process holds that file (DuckDB
+allows one writer process), the mirror falls back to an in-memory database for this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import sqlalchemy as sa
+
+from jiedao.db import Database
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "3"
+SIGN_WORKING_HOURS = 2.0  # default 签收时限 when an assignment has no sign_deadline
+CHUNK = 900  # ids per IN (...) when reading changed cases
+
+FACT_COLUMNS = """
+    id BIGINT, department VARCHAR, version INTEGER, code VARCHAR, received_at TIMESTAMP,
+    updated_at TIMESTAMP, channel VARCHAR, street VARCHAR, community VARCHAR, grid VARCHAR,
+    category VARCHAR, event_id BIGINT, is_repeat BOOLEAN,
+    sign_ok INTEGER, sign_late INTEGER, sign_open TIMESTAMP,
+    close_ok INTEGER, close_late INTEGER, close_open TIMESTAMP,
+    first_sat VARCHAR, last_sat VARCHAR, dispatched BOOLEAN, redispatched BOOLEAN,
+    hours DOUBLE
+"""
+
+
+def default_path(url: str) -> Path:
+    """Where the mirror of database ``url`` lives: under JIEDAO_HOME, keyed by a hash of the URL."""
+    from jiedao.config import get_settings
+
+    h = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return get_settings().home / "cockpit" / f"mirror-{h}.duckdb"
+
+
+class _SignDeadlines:
+    """Adds the default sign time (working hours) to dispatch times, with a per-day cache of
+    office intervals from the district's working-day calendar."""
+
+    def __init__(self, hours: float):
+        from jiedao.catalog.calendar import get_calendar
+
+        self.cal = get_calendar()
+        self.amount = timedelta(hours=hours)
+        self._days: dict[date, list[tuple[datetime, datetime]]] = {}
+
+    def _intervals(self, day: date):
+        iv = self._days.get(day)
+        if iv is None:
+            iv = [(datetime.combine(day, s), datetime.combine(day, e))
+                  for s, e in self.cal.office_hours] if self.cal.is_workday(day) else []
+            self._days[day] = iv
+        return iv
+
+    def __call__(self, start: datetime) -> datetime:
+        remaining, day = self.amount, start.date()
+        for _ in range(4000):
+            for s, e in self._intervals(day):
+                if e <= start:
+                    continue
+                s = max(s, start)
+                if remaining <= e - s:
+                    return s + remaining
+                remaining -= e - s
+            day += timedelta(days=1)
+        return start + self.amount  # no workday in ten years: fall back to clock time
+
+
+class Mirror:
+    """A DuckDB copy of the case facts of one operational database."""
+
+    def __init__(self, db: Database, path: Path | None = None, *, sign_hours: float = SIGN_WORKING_HOURS):
+        self.db = db
+        self.sign_hours = sign_hours
+        self.lock = threading.RLock()
+        self.path: Path | None = None
+        self.con = self._connect(path if path is not None else default_path(db.url))
+        self.labels: dict[str, dict[str, str]] = {}
+        self.as_of: datetime | None = None
+        self.synced_at: float | None = None  # time.monotonic() of the last sync
+        self.timings: dict[str, float] = {}
+        self._probe: tuple | None = None
+        self._prepare()
+
+    # ---- storage --------------------------------------------------------------------
+    def _connect(self, path: Path | str | None) -> duckdb.DuckDBPyConnection:
+        if path is None or str(path) == ":memory:":
+            return duckdb.connect(":memory:")
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            con = duckdb.connect(str(path))
+            self.path = path
+            return con
+        except (duckdb.IOException, OSError) as e:  # locked by another process
+            log.warning("cockpit mirror %s unavailable (%s); using an in-memory mirror", path, e)
+            return duckdb.connect(":memory:")
+
+    def _prepare(self) -> None:
+        con = self.con
+        con.execute("SET enable_progress_bar = false")
+        con.execute("CREATE TABLE IF NOT EXISTS mirror_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        rows = con.execute("SELECT value FROM mirror_meta WHERE key = 'schema'").fetchall()
+        row = rows[0] if rows else None
+        want = f"{SCHEMA_VERSION};sign={self.sign_hours}"
+        if row is None or row[0] != want:
+            con.execute("DROP TABLE IF EXISTS cf")
+            con.execute("DROP TABLE IF EXISTS df")
+            con.execute("DELETE FROM mirror_meta")
+            con.execute("INSERT INTO mirror_meta VALUES ('schema', ?)", [want])
+        con.execute(f"CREATE TABLE IF NOT EXISTS cf ({FACT_COLUMNS})")
+        con.execute(f"CREATE TABLE IF NOT EXISTS df ({FACT_COLUMNS})")
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection for one query (DuckDB cursors may be used from different threads)."""
+        return self.con.cursor()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # ---- sync -------------------------------------------------------------------------
+    def _read_probe(self, conn: sa.Connection) -> tuple:
+        return tuple(conn.execute(sa.text(
+            "SELECT COUNT(*), MIN(id), MAX(id), SUM(version) FROM cases_case")).one())
+
+    def sync(self, force: bool = False) -> int:
+        """Bring the mirror up to date. Returns the number of cases added, changed or removed."""
+        with self.lock:
+            t0 = time.perf_counter()
+            with self.db.engine.connect() as conn:
+                probe = self._read_probe(conn)
+                if not force and probe == self._probe and self.synced_at is not None:
+                    self.synced_at = time.monotonic()
+                    return 0
+                self._read_labels(conn)
+                keys = pd.DataFrame(conn.execute(sa.text("SELECT id, version, code FROM cases_case")).all(),
+                                    columns=["id", "version", "code"])
+                if keys.empty:
+                    keys = pd.DataFrame({"id": pd.Series([], dtype="int64"),
+                                         "version": pd.Series([], dtype="int64"),
+                                         "code": pd.Series([], dtype="object")})
+                t_keys = time.perf_counter()
+                cur = self.con.cursor()
+                cur.register("op_keys", keys)
+                changed = [r[0] for r in cur.execute(
+                    "SELECT k.id FROM op_keys k LEFT JOIN cf m ON m.id = k.id "
+                    "WHERE m.id IS NULL OR m.version <> k.version OR m.code <> k.code").fetchall()]
+                deleted = [r[0] for r in cur.execute(
+                    "SELECT m.id FROM cf m ANTI JOIN op_keys k ON m.id = k.id").fetchall()]
+                n_mirror = cur.execute("SELECT COUNT(*) FROM cf").fetchall()[0][0]
+                cur.unregister("op_keys")
+                full = n_mirror == 0 or len(changed) > len(keys) // 2
+                staged = self._read_facts(conn, None if full else changed) if changed else None
+            t_read = time.perf_counter()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                gone = pd.DataFrame({"id": pd.Series(changed + deleted, dtype="int64")})
+                cur.register("gone", gone)
+                cur.execute("DELETE FROM cf WHERE id IN (SELECT id FROM gone)")
+                cur.execute("DELETE FROM df WHERE id IN (SELECT id FROM gone)")
+                cur.unregister("gone")
+                if staged is not None:
+                    self._build_facts(cur, staged)
+                    cur.execute("DROP TABLE IF EXISTS s_a")
+                if changed or deleted:
+                    self._update_repeat(cur)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            self.as_of = cur.execute("SELECT MAX(updated_at) FROM cf").fetchall()[0][0]
+            cur.close()
+            self._probe = probe
+            self.synced_at = time.monotonic()
+            t1 = time.perf_counter()
+            self.timings = {"keys": t_keys - t0, "read": t_read - t_keys, "build": t1 - t_read,
+                            "total": t1 - t0, "changed": len(changed), "deleted": len(deleted)}
+            return len(changed) + len(deleted)
+
+    def _read_labels(self, conn: sa.Connection) -> None:
+        from jiedao.cases.models import CHANNELS
+
+        def pairs(sql):
+            try:
+                return {str(c): n for c, n in conn.execute(sa.text(sql)).all()}
+            except sa.exc.DBAPIError:
+                return {}
+
+        self.labels = {
+            "department": pairs("SELECT code, name FROM catalog_department"),
+            "street": pairs("SELECT code, name FROM geo_street"),
+            "community": pairs("SELECT code, name FROM geo_community"),
+            "grid": pairs("SELECT code, name FROM geo_grid"),
+            "category": pairs("SELECT code, name FROM catalog_matter"),
+            "channel": dict(CHANNELS),
+        }
+
+    def _read_facts(self, conn: sa.Connection, ids: list[int] | None) -> dict[str, pd.DataFrame]:
+        """Raw rows of the given cases (all cases when ``ids`` is None) as data frames."""
+        queries = {
+            "s_case": ("SELECT id, version, code, received_at, updated_at, closed_at, channel, street_code, "
+                       "community_code, grid_code, matter_code, event_id FROM cases_case", "id"),
+            "s_asg": ("SELECT case_id, seq, department_code, role, state, dispatched_at, deadline, "
+                      "sign_deadline, signed_at, replied_at FROM cases_assignment", "case_id"),
+            "s_tr": ("SELECT case_id, action, at, assignment_seq FROM cases_transition "
+                     "WHERE action IN ('dispatch', 'return', 'reassign')", "case_id"),
+            "s_fu": ("SELECT case_id, id, at, satisfaction FROM cases_followup", "case_id"),
+        }
+        dt_cols = {"received_at", "updated_at", "closed_at", "dispatched_at", "deadline",
+                   "sign_deadline", "signed_at", "replied_at", "at"}
+        out = {}
+        for name, (sql, key) in queries.items():
+            cols = [c.strip().split(" ")[-1] for c in sql.split("FROM")[0][len("SELECT "):].split(",")]
+            rows: list = []
+            if ids is None:
+                rows = conn.execute(sa.text(sql)).all()
+            else:
+                joiner = " AND " if " WHERE " in sql else " WHERE "
+                stmt = sa.text(sql + joiner + f"{key} IN :ids").bindparams(sa.bindparam("ids", expanding=True))
+                for i in range(0, len(ids), CHUNK):
+                    rows.extend(conn.execute(stmt, {"ids": ids[i:i + CHUNK]}).all())
+            frame = pd.DataFrame(rows, columns=cols)
+            for c in cols:
+                if c in dt_cols:
+                    frame[c] = (pd.to_datetime(frame[c], format="mixed") if len(frame)
+                                else pd.Series([], dtype="object")).astype("datetime64[us]")
+            out[name] = frame.rename(columns={"at": "ts"})  # AT is a keyword in DuckDB
+        asg = out["s_asg"]
+        if len(asg):
+            add = _SignDeadlines(self.sign_hours)
+            asg["sign_deadline"] = pd.Series(
+                [add(d.to_pydatetime()) if pd.isna(s) else s.to_pydatetime()
+                 for s, d in zip(asg["sign_deadline"], asg["dispatched_at"], strict=True)],
+                index=asg.index, dtype="datetime64[us]")
+        return out
+
+    def _build_facts(self, cur: duckdb.DuckDBPyConnection, staged: dict[str, pd.DataFrame]) -> None:
+        for name, frame in staged.items():
+            cur.register(name, frame)
+        try:
+            cur.execute("""
+                CREATE OR REPLACE TEMP TABLE s_a AS
+                WITH ret AS (
+                    SELECT case_id, assignment_seq AS seq, MIN(ts) AS ret_at FROM s_tr
+                    WHERE action = 'return' AND assignment_seq IS NOT NULL GROUP BY ALL)
+                SELECT a.case_id, a.department_code, a.role, a.state, a.dispatched_at, a.replied_at,
+                       CAST(a.deadline AS TIMESTAMP) AS deadline,
+                       CAST(a.sign_deadline AS TIMESTAMP) AS sdl,
+                       CAST(COALESCE(a.signed_at, r.ret_at) AS TIMESTAMP) AS resp_at
+                FROM s_asg a LEFT JOIN ret r ON r.case_id = a.case_id AND r.seq = a.seq
+            """)
+            # per assignment: is it counted for sign / close, and how
+            flags = """
+                COUNT(*) FILTER (WHERE a.resp_at IS NOT NULL AND a.resp_at <= a.sdl) AS sign_ok,
+                COUNT(*) FILTER (WHERE a.resp_at IS NOT NULL AND a.resp_at > a.sdl) AS sign_late,
+                MIN(a.sdl) FILTER (WHERE a.resp_at IS NULL AND a.state = 'pending') AS sign_open,
+                COUNT(*) FILTER (WHERE a.state NOT IN ('returned', 'cancelled')
+                                 AND a.replied_at IS NOT NULL AND a.replied_at <= a.deadline) AS close_ok,
+                COUNT(*) FILTER (WHERE a.state NOT IN ('returned', 'cancelled')
+                                 AND a.replied_at IS NOT NULL AND a.replied_at > a.deadline) AS close_late,
+                MIN(a.deadline) FILTER (WHERE a.state NOT IN ('returned', 'cancelled')
+                                        AND a.replied_at IS NULL) AS close_open
+            """
+            cur.execute(f"""
+                INSERT INTO cf
+                WITH m AS (
+                    SELECT a.case_id, {flags}, MIN(a.replied_at) AS first_reply
+                    FROM s_a a WHERE a.role = 'main' GROUP BY a.case_id),
+                t AS (
+                    SELECT case_id, BOOL_OR(action = 'dispatch') AS dispatched,
+                           BOOL_OR(action IN ('return', 'reassign')) AS redispatched
+                    FROM s_tr GROUP BY case_id),
+                f AS (
+                    SELECT case_id, ARG_MIN(satisfaction, (ts, id)) AS first_sat,
+                           ARG_MAX(satisfaction, (ts, id)) AS last_sat
+                    FROM s_fu GROUP BY case_id)
+                SELECT c.id, NULL, c.version, c.code, c.received_at, c.updated_at, c.channel,
+                       c.street_code, c.community_code, c.grid_code, c.matter_code, c.event_id, FALSE,
+                       COALESCE(m.sign_ok, 0), COALESCE(m.sign_late, 0), m.sign_open,
+                       COALESCE(m.close_ok, 0), COALESCE(m.close_late, 0), m.close_open,
+                       f.first_sat, f.last_sat, COALESCE(t.dispatched, FALSE), COALESCE(t.redispatched, FALSE),
+                       EPOCH(COALESCE(m.first_reply, c.closed_at) - c.received_at) / 3600.0
+                FROM s_case c LEFT JOIN m ON m.case_id = c.id LEFT JOIN t ON t.case_id = c.id
+                LEFT JOIN f ON f.case_id = c.id
+            """)
+            cur.execute(f"""
+                INSERT INTO df
+                WITH d AS (
+                    SELECT a.case_id, a.department_code, {flags},
+                           BOOL_OR(a.role = 'main') AS has_main,
+                           BOOL_OR(a.role = 'main' AND a.state IN ('returned', 'cancelled')) AS main_lost,
+                           BOOL_OR(a.role = 'main' AND a.replied_at IS NOT NULL) AS main_replied,
+                           MIN(a.dispatched_at) AS first_dispatch, MIN(a.replied_at) AS first_reply
+                    FROM s_a a GROUP BY a.case_id, a.department_code)
+                SELECT c.id, d.department_code, c.version, c.code, c.received_at, c.updated_at, c.channel,
+                       c.street, c.community, c.grid, c.category, c.event_id, FALSE,
+                       d.sign_ok, d.sign_late, d.sign_open, d.close_ok, d.close_late, d.close_open,
+                       CASE WHEN d.main_replied THEN c.first_sat END,
+                       CASE WHEN d.main_replied THEN c.last_sat END,
+                       d.has_main, d.main_lost,
+                       EPOCH(d.first_reply - d.first_dispatch) / 3600.0
+                FROM d JOIN cf c ON c.id = d.case_id
+                WHERE c.id IN (SELECT id FROM s_case)
+            """)
+        finally:
+            for name in staged:
+                # after a failed statement the transaction is aborted; the rollback cleans up
+                with contextlib.suppress(duckdb.Error):
+                    cur.unregister(name)
+
+    def _update_repeat(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """重复诉求: a case that joined an event someone else opened (not the event's first case)."""
+        cur.execute("""
+            CREATE OR REPLACE TEMP TABLE rep AS
+            SELECT id, event_id IS NOT NULL AND
+                   ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY received_at, id) > 1 AS r
+            FROM cf
+        """)
+        cur.execute("UPDATE cf SET is_repeat = rep.r FROM rep WHERE cf.id = rep.id AND cf.is_repeat <> rep.r")
+        cur.execute("UPDATE df SET is_repeat = rep.r FROM rep WHERE df.id = rep.id AND df.is_repeat <> rep.r")
+        cur.execute("DROP TABLE rep")
