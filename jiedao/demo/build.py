@@ -31,7 +31,7 @@ PACKAGE_DIR = DEMO_DIR.parent
 # Packages whose source the demo's content depends on. A later stage that runs data through
 # another capability's engine (e.g. "cases", "hub") adds that package here, so a change to
 # the engine rebuilds the stored demo.
-FINGERPRINT_PACKAGES: tuple[str, ...] = ("demo", "cases", "hub")
+FINGERPRINT_PACKAGES: tuple[str, ...] = ("demo", "cases", "hub", "cockpit")
 FINGERPRINT_SUFFIXES = frozenset({".py", ".yaml", ".yml", ".csv", ".json", ".txt"})
 
 
@@ -179,6 +179,12 @@ def _appeals_stage(session, world: World, rng, tables: dict[str, sa.Table]) -> d
     return db_stage(session, world, rng, tables)
 
 
+def _warnings_stage(session, world: World, rng, tables: dict[str, sa.Table]) -> dict[str, int]:
+    from jiedao.cockpit.warnings import scan  # early warnings as of the last appeal
+
+    return {"cockpit_warning": sum(scan(session).values())}
+
+
 def _hub_stage(session, world: World, rng, tables: dict[str, sa.Table]) -> dict[str, int]:
     from jiedao.demo.hub import db_stage  # six department ledgers through the data hub
 
@@ -192,6 +198,7 @@ DB_STAGES: list[tuple[str, str, Any]] = [
     ("catalog", "职责清单与部门", _load_catalog),
     ("users", "演示用户", _users_stage),
     ("appeals", "一年诉求回放", _appeals_stage),
+    ("warnings", "预警扫描", _warnings_stage),
     ("hub", "部门台账归集", _hub_stage),
 ]
 
