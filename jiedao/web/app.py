@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import re
 import time
 from pathlib import Path
@@ -258,6 +259,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     from jiedao.cases.public import router as cases_public_router
     from jiedao.cases.routes_ui import router as cases_ui_router
     from jiedao.catalog.routes import router as catalog_router
+    from jiedao.cockpit.routes import router as cockpit_router
     from jiedao.geo.routes import router as geo_router
     from jiedao.hub.routes import router as hub_router
 
@@ -281,6 +283,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     _install_docs(app)
     _install_health(app)
     app.include_router(auth_router)
+    app.include_router(cockpit_router)  # before geo: "/" lands leaders on the cockpit
     app.include_router(geo_router)
     app.include_router(catalog_router)
     app.include_router(cases_ui_router)
@@ -288,4 +291,10 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(cases_public_router)
     app.include_router(open311_router)
     app.include_router(hub_router)
+    for name in ("routes_warnings", "routes_briefing"):  # cockpit parts that may be absent
+        try:
+            module = importlib.import_module(f"jiedao.cockpit.{name}")
+        except ImportError:
+            continue
+        app.include_router(module.router)
     return app

@@ -40,7 +40,12 @@ def _area_href(principal) -> str:
     return "/geo/streets"
 
 
-add_nav(NavItem("home", "首页 · 地图", "/", order=10, icon="⌂", prefix="/"))
+def _home_href(principal) -> str:
+    # leaders and admins land on the cockpit at "/", so their map home is /map
+    return "/map" if getattr(principal, "role", None) in ("leader", "admin") else "/"
+
+
+add_nav(NavItem("home", "首页 · 地图", _home_href, order=10, icon="⌂"))
 add_nav(NavItem("geo", "辖区", _area_href, order=20, icon="▦", prefix="/geo"))
 add_nav(NavItem("matters", "职责清单", "/catalog/matters", order=30, icon="☰",
                 prefix="/catalog/matters"))
@@ -56,12 +61,18 @@ def nav_for(principal, path: str = "/") -> list[dict]:
         return []
     role = getattr(principal, "role", None)
     out = []
+    best = ""  # only the most specific matching prefix is current
     for item in sorted(_ITEMS.values(), key=lambda i: (i.order, i.key)):
         if item.roles is not None and role not in item.roles:
             continue
         href = item.href(principal) if callable(item.href) else item.href
         prefix = item.prefix or href
         current = path == "/" if prefix == "/" else path.startswith(prefix)
+        if current and len(prefix) > len(best):
+            best = prefix
         out.append({"key": item.key, "label": item.label, "href": href, "icon": item.icon,
-                    "current": current})
+                    "current": current, "_prefix": prefix})
+    for entry in out:
+        prefix = entry.pop("_prefix")
+        entry["current"] = entry["current"] and prefix == best
     return out

@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 
 PKG = Path(__file__).resolve().parent.parent
-CAPABILITIES = ("web", "auth", "geo", "catalog", "cases", "hub")
+CAPABILITIES = ("web", "auth", "geo", "catalog", "cases", "hub", "cockpit")
 
 _env = Environment(
     loader=ChoiceLoader(

@@ -55,7 +55,8 @@ def log_in(page, server: str, username: str) -> None:
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
     page.click("form button[type=submit]")
-    page.wait_for_url(f"{server}/")
+    # leaders and admins land on the cockpit, everyone else on the map home
+    page.wait_for_url(lambda u: u in (f"{server}/", f"{server}/cockpit"))
 
 
 def wait_map(page, selector: str) -> None:
@@ -173,6 +174,7 @@ def test_street_staff_sees_own_street_and_drills_into_a_grid(page, server, codes
 
 def test_home_map_canvas_is_drawn(page, server, codes):
     log_in(page, server, "admin")
+    page.goto(f"{server}/map")
     wait_map(page, "#home-map")
     assert sorted(map_regions(page, "#home-map")) == sorted(codes.all_streets)
     page.wait_for_timeout(300)
@@ -202,7 +204,7 @@ def test_catalogue_search_filters_the_list(page, server):
 
 def test_pages_request_nothing_but_localhost(page, server, codes):
     log_in(page, server, "admin")
-    for path in ["/", "/geo/streets", f"/geo/streets/{codes.street}",
+    for path in ["/", "/map", "/geo/streets", f"/geo/streets/{codes.street}",
                  f"/geo/communities/{codes.community}", f"/geo/grids/{codes.grids[0]}",
                  "/catalog/matters", "/catalog/departments", "/docs"]:
         page.goto(server + path)
