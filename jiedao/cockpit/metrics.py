@@ -183,16 +183,14 @@ def _parts(metric: str, as_of: str) -> tuple[str, str]:
     raise ValidationError(Problem(f"未知指标“{metric}”", field="metric"))
 
 
-def _aggs(metrics: list[str], as_of: str, tag: str, cond: str) -> list[str]:
+def _aggs(metrics: list[str], as_of: str) -> list[str]:
+    """Denominator/numerator aggregates of each metric (``<m>_d``, ``<m>_n``)."""
     out = []
     for m in metrics:
         den, num = _parts(m, as_of)
-        if METRICS[m].kind == "mean":
-            out.append(f"COUNT(*) FILTER (WHERE {cond} AND {den}) AS {tag}_{m}_d")
-            out.append(f"SUM(hours) FILTER (WHERE {cond} AND {den}) AS {tag}_{m}_n")
-        else:
-            out.append(f"COUNT(*) FILTER (WHERE {cond} AND {den}) AS {tag}_{m}_d")
-            out.append(f"COUNT(*) FILTER (WHERE {cond} AND {num}) AS {tag}_{m}_n")
+        out.append(f"COUNT_IF({den}) AS {m}_d")
+        out.append(f"SUM(hours) FILTER (WHERE {den}) AS {m}_n" if METRICS[m].kind == "mean"
+                   else f"COUNT_IF({num}) AS {m}_n")
     return out
 
 
@@ -207,14 +205,17 @@ def _value(metric: str, num, den) -> float | None:
     return 100.0 * num / den
 
 
-def _mv(metric: str, row: dict, tag: str = "c", compare: bool = True) -> MetricValue:
-    num, den = row.get(f"{tag}_{metric}_n"), row.get(f"{tag}_{metric}_d")
+def _mv(metric: str, cur: dict | None, prev: dict | None = None, ly: dict | None = None,
+        compare: bool = True) -> MetricValue:
+    cur = cur or {}
+    num, den = cur.get(f"{metric}_n"), cur.get(f"{metric}_d")
     kind = METRICS[metric].kind
     mv = MetricValue(metric, _value(metric, num, den),
                      None if kind == "mean" else int(num or 0), int(den or 0))
     if compare:
-        mv.previous = _value(metric, row.get(f"p_{metric}_n"), row.get(f"p_{metric}_d"))
-        mv.last_year = _value(metric, row.get(f"y_{metric}_n"), row.get(f"y_{metric}_d"))
+        prev, ly = prev or {}, ly or {}
+        mv.previous = _value(metric, prev.get(f"{metric}_n"), prev.get(f"{metric}_d"))
+        mv.last_year = _value(metric, ly.get(f"{metric}_n"), ly.get(f"{metric}_d"))
     return mv
 
 
@@ -252,9 +253,17 @@ class Metrics:
         """Sync the DuckDB mirror from the operational DB; returns the cases changed.
         Without ``force`` it does nothing when synced less than ``refresh_seconds`` ago."""
         m = self.mirror
-        if not force and m.synced_at is not None and time.monotonic() - m.synced_at < self.refresh_seconds:
+        if force or m.synced_at is None:
+            return m.sync(force=force)
+        if time.monotonic() - m.synced_at < self.refresh_seconds:
             return 0
-        return m.sync(force=force)
+        # a page does not wait for another thread's sync: it reads the current snapshot
+        if not m.lock.acquire(blocking=False):
+            return 0
+        try:
+            return m.sync()
+        finally:
+            m.lock.release()
 
     @property
     def as_of(self) -> datetime | None:
@@ -325,6 +334,22 @@ class Metrics:
             cols = [d[0] for d in res.description]
             return [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
 
+    def _grouped(self, ms: list[str], table: str, where: str, params: list, periods: list[Period],
+                 group: str | None) -> dict[tuple, dict]:
+        """One scan: aggregates per (group value, period index). Identical periods (a year's
+        previous period is also its last year) are computed once and shared."""
+        distinct = list(dict.fromkeys(periods))
+        tag = "CASE " + " ".join(f"WHEN {_in(p)} THEN {i}" for i, p in enumerate(distinct)) + " END"
+        sql = (f"SELECT {group or 'NULL'} AS g, {tag} AS t, {', '.join(_aggs(ms, self._as_of_sql()))} "
+               f"FROM {table} WHERE {where} AND ({' OR '.join(_in(p) for p in distinct)}) GROUP BY ALL")
+        rows = {(r["g"], r["t"]): r for r in self._fetch(sql, params)}
+        out = {}
+        for (g, t), r in rows.items():
+            for i, p in enumerate(periods):
+                if distinct.index(p) == t:
+                    out[(g, i)] = r
+        return out
+
     # ---- queries ----------------------------------------------------------------------
     def summary(self, period, *, principal=None, filters: dict[str, str] | None = None,
                 metrics: list[str] | None = None) -> dict[str, MetricValue]:
@@ -333,14 +358,8 @@ class Metrics:
         self.refresh()
         ms = self._metrics(metrics)
         table, where, params = self._where(principal, filters)
-        as_of = self._as_of_sql()
-        prev, ly = period.previous(), period.last_year()
-        aggs = (_aggs(ms, as_of, "c", _in(period)) + _aggs(ms, as_of, "p", _in(prev))
-                + _aggs(ms, as_of, "y", _in(ly)))
-        sql = (f"SELECT {', '.join(aggs)} FROM {table} WHERE {where} "
-               f"AND ({_in(period)} OR {_in(prev)} OR {_in(ly)})")
-        row = self._fetch(sql, params)[0]
-        return {m: _mv(m, row) for m in ms}
+        got = self._grouped(ms, table, where, params, [period, period.previous(), period.last_year()], None)
+        return {m: _mv(m, got.get((None, 0)), got.get((None, 1)), got.get((None, 2))) for m in ms}
 
     def breakdown(self, period, by: str, *, principal=None, filters=None, metrics=None,
                   compare: bool = True) -> list[BreakdownRow]:
@@ -353,19 +372,15 @@ class Metrics:
         self.refresh()
         ms = self._metrics(metrics)
         table, where, params = self._where(principal, filters, by=by)
-        as_of = self._as_of_sql()
         col = DIMENSIONS[by].column
-        ranges = [period] + ([period.previous(), period.last_year()] if compare else [])
-        aggs = _aggs(ms, as_of, "c", _in(period))
-        if compare:
-            aggs += _aggs(ms, as_of, "p", _in(ranges[1])) + _aggs(ms, as_of, "y", _in(ranges[2]))
-        sql = (f"SELECT {col} AS code, {', '.join(aggs)} FROM {table} WHERE {where} AND "
-               f"({' OR '.join(_in(p) for p in ranges)}) GROUP BY {col} ORDER BY {col} NULLS LAST")
+        periods = [period] + ([period.previous(), period.last_year()] if compare else [])
+        got = self._grouped(ms, table, where, params, periods, col)
+        codes = sorted({g for g, _ in got}, key=lambda c: (c is None, c or ""))
         out = []
-        for row in self._fetch(sql, params):
-            code = row["code"] or ""
-            out.append(BreakdownRow(code, self.label(by, code),
-                                    {m: _mv(m, row, compare=compare) for m in ms}))
+        for code in codes:
+            vals = {m: _mv(m, got.get((code, 0)), got.get((code, 1)), got.get((code, 2)), compare=compare)
+                    for m in ms}
+            out.append(BreakdownRow(code or "", self.label(by, code), vals))
         return out
 
     def ranking(self, period, by: str = "department", *, principal=None) -> list[RankRow]:
@@ -406,13 +421,10 @@ class Metrics:
         self.refresh()
         ms = self._metrics(metrics)
         table, where, params = self._where(principal, filters)
-        as_of = self._as_of_sql()
         span = Period(grain, points[0].start, points[-1].end)
-        sql = (f"SELECT CAST(DATE_TRUNC('{grain}', received_at) AS DATE) AS k, "
-               f"{', '.join(_aggs(ms, as_of, 'c', 'TRUE'))} FROM {table} "
-               f"WHERE {where} AND {_in(span)} GROUP BY k")
-        by_start = {r["k"]: r for r in self._fetch(sql, params)}
-        return [(p, {m: _mv(m, by_start.get(p.start, {}), compare=False) for m in ms}) for p in points]
+        got = self._grouped(ms, table, where, params, [span],
+                            f"CAST(DATE_TRUNC('{grain}', received_at) AS DATE)")
+        return [(p, {m: _mv(m, got.get((p.start, 0)), compare=False) for m in ms}) for p in points]
 
     def case_ids(self, period, metric: str, *, part: str = "denominator", principal=None,
                  filters=None, limit: int | None = None) -> list[int]:
