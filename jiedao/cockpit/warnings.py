@@ -692,16 +692,20 @@ def explain(w: CockpitWarning) -> list[str]:
     if w.kind == "spike":
         lvl = "网格" if d.get("level") == "grid" else "街道"
         base = "、".join(str(x) for x in d.get("baseline_counts", []))
+        u = "件" if d.get("unit") == "case" else "起"
+        unit = ("计数单位为工单件数。" if d.get("unit") == "case" else
+                f"计数单位为独立问题（同一事件的多次来电计为一起；本周 {d.get('observed')} 起问题共 "
+                f"{d.get('cases')} 件工单）。")
         return [
             f"检验方法：单侧精确泊松检验。把{lvl}「{d.get('place_name')}」×事项「{d.get('matter_name')}」"
-            f"作为一个格子，用它自己前 {d.get('baseline_weeks')} 周的周受理量作基线。",
-            f"基线各周件数（由远及近）：{base or '无'}，合计 {d.get('baseline_total')} 件；"
+            f"作为一个格子，用它自己前 {d.get('baseline_weeks')} 周的周受理量作基线；{unit}",
+            f"基线各周数量（由远及近）：{base or '无'}，合计 {d.get('baseline_total')} {u}；"
             f"平滑后的基线周均 λ₀ = (合计 + {d.get('prior_cases')}) / ({d.get('baseline_weeks')} + "
-            f"{d.get('prior_weeks')}) = {d.get('expected')} 件。",
-            f"近 {d.get('window_days')} 天实际受理 {d.get('observed')} 件，为基线的 {d.get('ratio')} 倍；"
+            f"{d.get('prior_weeks')}) = {d.get('expected')} {u}。",
+            f"近 {d.get('window_days')} 天实际 {d.get('observed')} {u}，为基线的 {d.get('ratio')} 倍；"
             f"若没有变化，出现不少于这么多件的概率 p = P(X ≥ {d.get('observed')} | λ₀) = {_fmt_p(d.get('p'))}。",
             f"同一层级共检验 {d.get('family_size')} 个格子，经 Benjamini–Hochberg 多重比较校正后 "
-            f"q = {_fmt_p(d.get('q'))}（阈值 {d.get('fdr')}）；另要求至少 {d.get('min_count')} 件且不低于基线的 "
+            f"q = {_fmt_p(d.get('q'))}（阈值 {d.get('fdr')}）；另要求至少 {d.get('min_count')} {u}且不低于基线的 "
             f"{d.get('min_ratio')} 倍。",
         ]
     if w.kind == "recurring":
