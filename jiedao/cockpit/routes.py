@@ -769,7 +769,7 @@ def map_values(request: Request, p: User, s: DB, period: PeriodQ = None,
         for r in m.breakdown(per, "grid", principal=p, filters=filters or None, metrics=[metric],
                              compare=False):
             mv = r.values.get(metric)
-            if mv is None or mv.value is None:
+            if not r.code or mv is None or mv.value is None:  # cases without a grid: no region
                 continue
             v = float(mv.value)
             out["values"][r.code] = round(v, 2)

@@ -347,7 +347,7 @@ def test_grid_map_values_and_click_target(as_user, m):
     assert data["kind"] == "rate" and data["higher_is_better"] is True
     expected = {x.code: round(x.values["satisfied"].value, 2)
                 for x in m.breakdown("2025-06", "grid", metrics=["satisfied"], compare=False)
-                if x.values["satisfied"].value is not None}
+                if x.values["satisfied"].value is not None and x.code}
     assert data["values"] == expected and expected
     html = page(c, "/cockpit?period=2025-06")
     assert html.ids["cockpit-map"]["data-click-template"] == "/cockpit/grids/{code}?period=2025-06"
