@@ -29,10 +29,11 @@ import hashlib
 import logging
 import threading
 import time
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -63,37 +64,38 @@ def default_path(url: str) -> Path:
     return get_settings().home / "cockpit" / f"mirror-{h}.duckdb"
 
 
-class _SignDeadlines:
-    """Adds the default sign time (working hours) to dispatch times, with a per-day cache of
-    office intervals from the district's working-day calendar."""
+def sign_deadlines(dispatched: pd.Series, hours: float) -> pd.Series:
+    """``dispatched`` + ``hours`` of office time on workdays (the district's working-day
+    calendar), vectorised: the office intervals of the span are laid end to end with their
+    cumulative working time, and each deadline is found by two binary searches."""
+    from jiedao.catalog.calendar import get_calendar
 
-    def __init__(self, hours: float):
-        from jiedao.catalog.calendar import get_calendar
-
-        self.cal = get_calendar()
-        self.amount = timedelta(hours=hours)
-        self._days: dict[date, list[tuple[datetime, datetime]]] = {}
-
-    def _intervals(self, day: date):
-        iv = self._days.get(day)
-        if iv is None:
-            iv = [(datetime.combine(day, s), datetime.combine(day, e))
-                  for s, e in self.cal.office_hours] if self.cal.is_workday(day) else []
-            self._days[day] = iv
-        return iv
-
-    def __call__(self, start: datetime) -> datetime:
-        remaining, day = self.amount, start.date()
-        for _ in range(4000):
-            for s, e in self._intervals(day):
-                if e <= start:
-                    continue
-                s = max(s, start)
-                if remaining <= e - s:
-                    return s + remaining
-                remaining -= e - s
-            day += timedelta(days=1)
-        return start + self.amount  # no workday in ten years: fall back to clock time
+    if dispatched.empty:
+        return pd.Series([], dtype="datetime64[us]", index=dispatched.index)
+    cal = get_calendar()
+    t = dispatched.astype("datetime64[us]").to_numpy().astype("int64")
+    first = pd.Timestamp(int(t.min()), unit="us").date()
+    last = pd.Timestamp(int(t.max()), unit="us").date() + timedelta(days=60 + int(hours / 4) * 3)
+    starts, ends = [], []
+    day = first
+    while day <= last:
+        if cal.is_workday(day):
+            for s, e in cal.office_hours:
+                starts.append(datetime.combine(day, s))
+                ends.append(datetime.combine(day, e))
+        day += timedelta(days=1)
+    if not starts:  # no workday at all: clock time
+        return dispatched + pd.Timedelta(hours=hours)
+    us = lambda xs: np.array(xs, dtype="datetime64[us]").astype("int64")  # noqa: E731
+    st, en = us(starts), us(ends)
+    cum_end = np.cumsum(en - st)
+    cum_start = cum_end - (en - st)
+    i = np.minimum(np.searchsorted(en, t, side="right"), len(st) - 1)
+    worked = cum_start[i] + np.clip(t - st[i], 0, None)
+    target = worked + int(hours * 3_600_000_000)
+    j = np.minimum(np.searchsorted(cum_end, target, side="left"), len(st) - 1)
+    out = st[j] + (target - cum_start[j])
+    return pd.Series(out.astype("datetime64[us]"), index=dispatched.index)
 
 
 class Mirror:
@@ -257,11 +259,10 @@ class Mirror:
             out[name] = frame.rename(columns={"at": "ts"})  # AT is a keyword in DuckDB
         asg = out["s_asg"]
         if len(asg):
-            add = _SignDeadlines(self.sign_hours)
-            asg["sign_deadline"] = pd.Series(
-                [add(d.to_pydatetime()) if pd.isna(s) else s.to_pydatetime()
-                 for s, d in zip(asg["sign_deadline"], asg["dispatched_at"], strict=True)],
-                index=asg.index, dtype="datetime64[us]")
+            missing = asg["sign_deadline"].isna()
+            if missing.any():
+                asg.loc[missing, "sign_deadline"] = sign_deadlines(asg.loc[missing, "dispatched_at"],
+                                                                   self.sign_hours)
         return out
 
     def _build_facts(self, cur: duckdb.DuckDBPyConnection, staged: dict[str, pd.DataFrame]) -> None:
@@ -312,6 +313,7 @@ class Mirror:
                        EPOCH(COALESCE(m.first_reply, c.closed_at) - c.received_at) / 3600.0
                 FROM s_case c LEFT JOIN m ON m.case_id = c.id LEFT JOIN t ON t.case_id = c.id
                 LEFT JOIN f ON f.case_id = c.id
+                ORDER BY c.received_at  -- keeps row groups time-clustered: period filters prune them
             """)
             cur.execute(f"""
                 INSERT INTO df
@@ -331,6 +333,7 @@ class Mirror:
                        EPOCH(d.first_reply - d.first_dispatch) / 3600.0
                 FROM d JOIN cf c ON c.id = d.case_id
                 WHERE c.id IN (SELECT id FROM s_case)
+                ORDER BY c.received_at
             """)
         finally:
             for name in staged:

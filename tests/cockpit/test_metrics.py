@@ -307,3 +307,21 @@ def test_incremental_refresh_sees_actions_new_and_deleted_cases(fresh_db, tmp_pa
     assert m2.refresh(force=True) == 0  # the file kept the mirror
     assert m2.summary(p)["received"].value == 2
     m2.close()
+
+
+def test_cli_refresh_prints_the_latest_month(demo_db):
+    import typer
+    from typer.testing import CliRunner
+
+    from jiedao.cockpit.cli import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """test root"""
+
+    register(app)
+    r = CliRunner().invoke(app, ["cockpit", "refresh"])
+    assert r.exit_code == 0, r.output
+    assert "镜像已同步" in r.output and "2025年12月" in r.output and "按时办结率" in r.output
