@@ -387,15 +387,37 @@ def tokens(text: str, stopwords: frozenset[str] = frozenset(), min_length: int =
     小区…, a word followed by 路/号/公馆…, or one of ``place_words``, e.g. road names)."""
     from jiedao.cases.analysis.classifier import _tokenizer
 
-    words = [w.strip() for w in _tokenizer().lcut(text or "", HMM=True)]
+    words = _tokenizer().lcut(text or "", HMM=True)
+    keep = _memo.get((stopwords, place_words, min_length))
+    if keep is None:
+        keep = _memo[(stopwords, place_words, min_length)] = {}
+        if len(_memo) > 8:
+            _memo.pop(next(iter(_memo)))
     out = set()
+    last = len(words) - 1
     for i, w in enumerate(words):
-        if (len(w) < min_length or w in stopwords or w in place_words or not _CJK_RE.search(w)
-                or _DIGIT_RE.search(w) or _PLACE_RE.search(w)
-                or (i + 1 < len(words) and words[i + 1] in _PLACE_NEXT)):
-            continue
-        out.add(w)
+        ok = keep.get(w)
+        if ok is None:
+            s = w.strip()
+            ok = keep[w] = not (len(s) < min_length or s in stopwords or s in place_words
+                                or not _CJK_RE.search(s) or _DIGIT_RE.search(s) or _PLACE_RE.search(s))
+        if ok and not (i < last and words[i + 1] in _PLACE_NEXT):
+            out.add(w.strip())
     return out
+
+
+_memo: dict[tuple, dict[str, bool]] = {}  # per configuration: word → kept
+
+
+def _unit(r: CaseRow):
+    """One problem: the duplicate cluster (event) of the case, or the case itself."""
+    return r.event_id if r.event_id is not None else ("c", r.id)
+
+
+def _unit_hash(u) -> int:
+    import zlib
+
+    return zlib.crc32(repr(u).encode())
 
 
 def detect_new_terms(rows: Sequence[CaseRow], as_of: datetime, cfg: dict, names: Names | None = None,
@@ -411,18 +433,22 @@ def detect_new_terms(rows: Sequence[CaseRow], as_of: datetime, cfg: dict, names:
     min_len = int(cfg.get("min_length", 2))
     start = as_of - timedelta(days=days)
     cache = token_cache if token_cache is not None else {}
+    cap = int(cfg.get("max_baseline_units", 0)) or None
     units: list[dict[object, set[str]]] = [defaultdict(set), defaultdict(set)]  # current, baseline
     unit_cases: dict[tuple[str, object], list[CaseRow]] = defaultdict(list)
-    for r in rows:
-        if r.at > as_of:
-            continue
+    window = [r for r in rows if r.at <= as_of and _week_index(as_of, r.at, days) <= k]
+    if cap:
+        # a large baseline is represented by a deterministic random sample of its problems
+        base_units = {_unit(r) for r in window if _week_index(as_of, r.at, days) > 0}
+        if len(base_units) > cap:
+            keep = set(sorted(base_units, key=_unit_hash)[:cap])
+            window = [r for r in window if _week_index(as_of, r.at, days) == 0 or _unit(r) in keep]
+    for r in window:
         w = _week_index(as_of, r.at, days)
-        if w > k:
-            continue
         toks = cache.get(r.id)
         if toks is None:
             toks = cache[r.id] = tokens(r.text, stop, min_len, place_words)
-        unit = r.event_id if r.event_id is not None else ("c", r.id)
+        unit = _unit(r)
         side = 0 if w == 0 else 1
         units[side][unit] |= toks
         if side == 0:
@@ -562,8 +588,14 @@ def _chunks(seq: list, size: int):
 
 
 def find(session: Session, *, as_of: datetime | None = None, config: dict | None = None,
-         kinds: Iterable[str] | None = None) -> tuple[datetime | None, list[Finding]]:
-    """Run the detectors as of ``as_of`` (default: the latest case time) without storing."""
+         kinds: Iterable[str] | None = None, timings: dict | None = None,
+         ) -> tuple[datetime | None, list[Finding]]:
+    """Run the detectors as of ``as_of`` (default: the latest case time) without storing.
+    ``timings``, when given, receives seconds per step (load, names, each detector)."""
+    import time
+
+    t = {} if timings is None else timings
+    t0 = time.perf_counter()
     cfg = config or load_config()
     as_of = as_of or latest_case_time(session)
     if as_of is None:
@@ -577,16 +609,23 @@ def find(session: Session, *, as_of: datetime | None = None, config: dict | None
     since = as_of - max(look[k] for k in kinds)
     text_since = as_of - look["new_term"] if "new_term" in kinds else None
     rows = _load_rows(session, since, as_of, text_since)
+    t["load"], t0 = time.perf_counter() - t0, time.perf_counter()
+    t["rows"] = len(rows)
     names = _names(session, rows)
+    t["names"], t0 = time.perf_counter() - t0, time.perf_counter()
     out: list[Finding] = []
     if "spike" in kinds:
         out += detect_spikes(rows, as_of, sp, names)
+        t["spike"], t0 = time.perf_counter() - t0, time.perf_counter()
     if "recurring" in kinds:
         out += detect_recurring(rows, as_of, rc, names)
+        t["recurring"], t0 = time.perf_counter() - t0, time.perf_counter()
     if "repeat_caller" in kinds:
         out += detect_repeat_callers(rows, as_of, rp, names)
+        t["repeat_caller"], t0 = time.perf_counter() - t0, time.perf_counter()
     if "new_term" in kinds:
         out += detect_new_terms(rows, as_of, nt, names, place_words=_place_words(session))
+        t["new_term"], t0 = time.perf_counter() - t0, time.perf_counter()
     return as_of, out
 
 
