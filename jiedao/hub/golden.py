@@ -84,9 +84,10 @@ def _text(v: Any) -> str | None:
     return s or None
 
 
-def entity_records(session, entity_type: str = "enterprise"):
+def entity_records(session, entity_type: str = "enterprise", entities=None):
     """DataFrame of linked, current records of live entities with lineage columns
-    (entity_id, record_id, source_code, priority, run_id, run_at, standard fields)."""
+    (entity_id, record_id, source_code, priority, run_id, run_at, standard fields); only of
+    ``entities`` (entity ids) when given."""
     import pandas as pd
     from sqlalchemy import func, select
 
@@ -105,7 +106,14 @@ def entity_records(session, entity_type: str = "enterprise"):
             .order_by(Link.entity_id, Record.id))
     cols = ["entity_id", "record_id", "source_code", "priority", "run_id", "run_at",
             "updated_at", *RECORD_FIELDS]
-    return pd.DataFrame.from_records(session.execute(stmt).all(), columns=cols)
+    if entities is None:
+        return pd.DataFrame.from_records(session.execute(stmt).all(), columns=cols)
+    ids = sorted(entities)
+    rows = []
+    for i in range(0, len(ids), 5000):
+        rows += session.execute(stmt.where(Link.entity_id.in_(ids[i:i + 5000]))).all()
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return pd.DataFrame.from_records(rows, columns=cols)
 
 
 GOLDEN_COLUMNS = ["entity_id", "field", "value", "source_code", "record_id", "run_id", "at",
@@ -258,61 +266,162 @@ def survive(records, fields: dict) -> dict[tuple[int, str], dict]:
             for r in _rows(survive_frame(records, fields))}
 
 
-def build_golden(session, entity_type: str = "enterprise", *, config: dict | None = None,
-                 chunk: int = 20000) -> dict:
-    """(Re)build the golden records of every live entity of ``entity_type``; only changed
-    cells are written. Returns counts (entities, fields, conflicts, written, removed)."""
-    from sqlalchemy import delete, insert, select, tuple_, update
+STATE_KEY = "hub_golden_state.{}"
 
+
+def _state_fingerprint(session, entity_type: str, fields: dict) -> str:
+    """What, besides the records and links, decides golden values: the rules and the
+    sources' priorities."""
+    import hashlib
+    import json
+
+    from sqlalchemy import select
+
+    from jiedao.hub.models import Source
+
+    prios = sorted(session.execute(select(Source.code, Source.priority)).all())
+    body = json.dumps([entity_type, fields, [list(p) for p in prios]], sort_keys=True,
+                      default=str)
+    return hashlib.sha1(body.encode()).hexdigest()[:16]
+
+
+def _high_water(session) -> tuple[int, int]:
+    from sqlalchemy import func, select
+
+    from jiedao.hub.models import ImportRun, LinkModel
+
+    return (int(session.scalar(select(func.max(ImportRun.id))) or 0),
+            int(session.scalar(select(func.max(LinkModel.id))) or 0))
+
+
+def affected_entities(session, entity_type: str, fields: dict) -> set[int] | None:
+    """Entities whose golden record may have changed since the last build: linked to a
+    record loaded, changed or vanished by a later import run, or touched by a later linkage
+    run (new, moved or removed links, merges, retirements). None when everything must be
+    rebuilt (no earlier build, other rules or priorities, or a linkage run that touched too
+    many entities to list)."""
+    import json
+
+    from sqlalchemy import or_, select
+
+    from jiedao.db import get_meta
+    from jiedao.hub.models import Link, LinkModel, Record
+
+    raw = get_meta(session, STATE_KEY.format(entity_type))
+    if not raw:
+        return None
+    try:
+        state = json.loads(raw)
+    except ValueError:
+        return None
+    if state.get("fingerprint") != _state_fingerprint(session, entity_type, fields):
+        return None
+    imp, lrun = int(state.get("import_run", 0)), int(state.get("link_run", 0))
+    out: set[int] = set()
+    for lm_metrics, lm_type in session.execute(
+            select(LinkModel.metrics, LinkModel.entity_type).where(LinkModel.id > lrun)):
+        if lm_type != entity_type:
+            continue
+        touched = (lm_metrics or {}).get("touched_entities")
+        if touched is None:
+            return None
+        out.update(int(e) for e in touched)
+    out.update(session.scalars(
+        select(Link.entity_id).join(Record, Record.id == Link.record_id)
+        .where(or_(Record.last_run_id > imp, Record.vanished_run_id > imp))))
+    return out
+
+
+def _save_state(session, entity_type: str, fields: dict, high_water: tuple[int, int]) -> None:
+    import json
+
+    from jiedao.db import set_meta
+
+    set_meta(session, STATE_KEY.format(entity_type), json.dumps({
+        "import_run": high_water[0], "link_run": high_water[1],
+        "fingerprint": _state_fingerprint(session, entity_type, fields)}))
+
+
+def build_golden(session, entity_type: str = "enterprise", *, config: dict | None = None,
+                 chunk: int = 20000, full: bool = False) -> dict:
+    """(Re)build the golden records of the live entities of ``entity_type``; only changed
+    cells are written. Incremental: only entities affected since the last build (see
+    :func:`affected_entities`) are recomputed, unless ``full`` or nothing is known.
+    Returns counts (entities, fields, conflicts, written, removed, incremental)."""
+    import pandas as pd
+    from sqlalchemy import delete, select, tuple_, update
+
+    from jiedao.hub.bulk import insert_rows
     from jiedao.hub.models import Entity, Golden
 
     t0 = time.perf_counter()
     fields = config if config is not None else load_survivorship(entity_type)
-    recs = entity_records(session, entity_type)
+    high_water = _high_water(session)
+    todo_ents = None if full else affected_entities(session, entity_type, fields)
+    recs = entity_records(session, entity_type, todo_ents)
     cells = survive_frame(recs, fields)
     del recs
-    import pandas as pd
-
-    ent_ids = select(Entity.id).where(Entity.entity_type == entity_type)
-    old = pd.DataFrame(session.execute(
-        select(Golden.entity_id, Golden.field, Golden.value, Golden.record_id, Golden.conflict,
-               Golden.alternatives).where(Golden.entity_id.in_(ent_ids))).all(),
-        columns=["entity_id", "field", "value_old", "record_id_old", "conflict_old",
-                 "alternatives_old"])
-    merged = cells.merge(old, on=["entity_id", "field"], how="left", indicator=True)
-    is_new = (merged["_merge"] == "left_only").to_numpy()
-    changed = [bool(n) or v != vo or int(r) != int(ro) or bool(c) != bool(co) or a != ao
-               for n, v, vo, r, ro, c, co, a, ao in zip(
-                   is_new, merged["value"].tolist(), merged["value_old"].tolist(),
-                   merged["record_id"].tolist(), merged["record_id_old"].fillna(-1).tolist(),
-                   merged["conflict"].tolist(), merged["conflict_old"].fillna(False).tolist(),
-                   merged["alternatives"].tolist(), merged["alternatives_old"].tolist(),
-                   strict=True)]
-    todo = merged[changed]
-    todo_new = is_new[changed]
+    if todo_ents is None:
+        old_stmt = select(Golden.entity_id, Golden.field, Golden.value, Golden.record_id,
+                          Golden.conflict, Golden.alternatives).where(
+            Golden.entity_id.in_(select(Entity.id).where(Entity.entity_type == entity_type)))
+        old_rows = session.execute(old_stmt).all()
+    else:
+        ids = sorted(todo_ents)
+        old_rows = []
+        for i in range(0, len(ids), 5000):
+            old_rows += session.execute(
+                select(Golden.entity_id, Golden.field, Golden.value, Golden.record_id,
+                       Golden.conflict, Golden.alternatives)
+                .where(Golden.entity_id.in_(ids[i:i + 5000]))).all()
+    old = pd.DataFrame(old_rows, columns=["entity_id", "field", "value_old", "record_id_old",
+                                          "conflict_old", "alternatives_old"])
+    del old_rows
     written = 0
-    for i in range(0, len(todo), chunk):
-        rows = _rows(todo.iloc[i:i + chunk])
-        flags = todo_new[i:i + chunk]
-        ins = [r for r, f in zip(rows, flags, strict=True) if f]
-        upd = [r for r, f in zip(rows, flags, strict=True) if not f]
-        if upd:
-            session.execute(update(Golden), upd)
-        if ins:
-            session.execute(insert(Golden), ins)
-        written += len(rows)
-    keep = cells[["entity_id", "field"]].assign(_keep=True)
-    left = old[["entity_id", "field"]].merge(keep, on=["entity_id", "field"], how="left")
-    gone = [(int(e), f) for e, f, k in zip(left["entity_id"].tolist(), left["field"].tolist(),
-                                           left["_keep"].tolist(), strict=True) if k is not True]
-    for i in range(0, len(gone), 2000):
-        session.execute(delete(Golden).where(
-            tuple_(Golden.entity_id, Golden.field).in_(gone[i:i + 2000])))
+    if len(old) == 0:
+        # nothing stored yet for these entities: every cell is new, one bulk insert
+        written = insert_rows(session, Golden.__table__, GOLDEN_COLUMNS, _tuples(cells))
+        gone: list = []
+    else:
+        merged = cells.merge(old, on=["entity_id", "field"], how="left", indicator=True)
+        is_new = (merged["_merge"] == "left_only").to_numpy()
+        changed = [bool(n) or v != vo or int(r) != int(ro) or bool(c) != bool(co) or a != ao
+                   for n, v, vo, r, ro, c, co, a, ao in zip(
+                       is_new, merged["value"].tolist(), merged["value_old"].tolist(),
+                       merged["record_id"].tolist(), merged["record_id_old"].fillna(-1).tolist(),
+                       merged["conflict"].tolist(), merged["conflict_old"].fillna(False).tolist(),
+                       merged["alternatives"].tolist(), merged["alternatives_old"].tolist(),
+                       strict=True)]
+        todo = merged[changed]
+        todo_new = is_new[changed]
+        ins = todo[todo_new]
+        upd = todo[~todo_new]
+        for i in range(0, len(upd), chunk):
+            session.execute(update(Golden), _rows(upd.iloc[i:i + chunk]))
+        written = len(upd) + insert_rows(session, Golden.__table__, GOLDEN_COLUMNS, _tuples(ins))
+        keep = cells[["entity_id", "field"]].assign(_keep=True)
+        left = old[["entity_id", "field"]].merge(keep, on=["entity_id", "field"], how="left")
+        gone = [(int(e), f) for e, f, k in zip(left["entity_id"].tolist(),
+                                               left["field"].tolist(),
+                                               left["_keep"].tolist(), strict=True)
+                if k is not True]
+        for i in range(0, len(gone), 2000):
+            session.execute(delete(Golden).where(
+                tuple_(Golden.entity_id, Golden.field).in_(gone[i:i + 2000])))
+    _save_state(session, entity_type, fields, high_water)
     session.flush()
     return {"entity_type": entity_type, "entities": int(cells["entity_id"].nunique()),
             "fields": len(cells), "conflicts": int(cells["conflict"].sum()),
-            "written": written, "removed": len(gone),
+            "written": written, "removed": len(gone), "incremental": todo_ents is not None,
+            "recomputed_entities": None if todo_ents is None else len(todo_ents),
             "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _tuples(frame):
+    """Rows of ``frame`` as plain tuples in GOLDEN_COLUMNS order (for the bulk insert)."""
+    for t in frame[GOLDEN_COLUMNS].itertuples(index=False, name=None):
+        yield (int(t[0]), t[1], t[2], t[3], int(t[4]),
+               None if t[5] is None or t[5] != t[5] else int(t[5]), _py(t[6]), bool(t[7]), t[8])
 
 
 def golden_record(session, entity_id: int) -> dict[str, dict]:
@@ -343,5 +452,5 @@ def register_cli(hub_app) -> None:
                    f"用时 {out['seconds']:.1f}s")
 
 
-__all__ = ["CONFIG_PATH", "GOLDEN_COLUMNS", "build_golden", "entity_records", "golden_record",
+__all__ = ["CONFIG_PATH", "GOLDEN_COLUMNS", "affected_entities", "build_golden", "entity_records", "golden_record",
            "load_survivorship", "register_cli", "survive", "survive_frame"]

@@ -52,6 +52,7 @@ CHECKS = ("uscc", "reg_no", "none")
 DERIVED_KEYS = ("org_code",)
 BACKENDS = ("duckdb", "spark")
 MODEL_VERSION = 1
+TOUCHED_LIST_MAX = 50_000  # entities listed per linkage run for incremental golden records
 
 log = logging.getLogger(__name__)
 
@@ -1046,6 +1047,13 @@ def run_linkage(session, entity_type: str = "enterprise", backend: str = "duckdb
                         "run_id": run_id, "at": at})
     gone = [r for r in old if r not in new_links]
     moved = sum(1 for u in upd if old[u["record_id"]][0] != u["entity_id"])
+    # entities whose set of records changed (golden records are rebuilt only for these)
+    touched = {r["entity_id"] for r in ins}
+    for u in upd:
+        if old[u["record_id"]][0] != u["entity_id"]:
+            touched.update((u["entity_id"], old[u["record_id"]][0]))
+    touched.update(old[r][0] for r in gone)
+    touched.update(r["entity"] for r in retired)
     for i in range(0, len(gone), 5000):
         session.execute(delete(Link).where(Link.record_id.in_(gone[i:i + 5000])))
     if upd:
@@ -1072,6 +1080,10 @@ def run_linkage(session, entity_type: str = "enterprise", backend: str = "duckdb
         "link_stats": res.stats, "seconds": round(time.perf_counter() - t0, 2),
     }
     lm.metrics = {k: v for k, v in summary.items() if k not in ("merges", "splits", "retired")}
+    # listed when few (an incremental run); None means "too many to list: rebuild all"
+    lm.metrics["touched_entities"] = (sorted(int(e) for e in touched)
+                                      if len(touched) <= TOUCHED_LIST_MAX else None)
+    summary["touched_entities"] = len(touched)
     return summary
 
 

@@ -22,6 +22,7 @@ complete list for the ledger as loaded.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -36,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jiedao.clock import now
 from jiedao.errors import Problem, ValidationError
+from jiedao.hub.bulk import insert_rows
 from jiedao.hub.connectors import CHUNK_SIZE, ROW_ERROR, jsonable, open_reader
 from jiedao.hub.models import ImportRun, Record, Source
 from jiedao.hub.sources import Mapping, default_data_dir, get_source, mapping_path
@@ -136,8 +138,9 @@ def load_source(session: Session, source_code: str, path: str | Path | None = No
     try:
         if workers is None:
             workers = min(2, os.cpu_count() or 1) if (os.cpu_count() or 1) >= 2 else 0
-        counts = _load(session, src, run_id, started, location, data_dir, path is not None,
-                       rej, standardiser, chunk_size, workers, worker_min_rows)
+        with _big_cache(session):
+            counts = _load(session, src, run_id, started, location, data_dir, path is not None,
+                           rej, standardiser, chunk_size, workers, worker_min_rows)
     except BaseException as e:
         # nothing of this load stays; the failure is recorded in its own transaction
         session.rollback()
@@ -157,6 +160,22 @@ def load_source(session: Session, source_code: str, path: str | Path | None = No
     run.seconds = round(time.perf_counter() - t0, 3)
     session.flush()
     return run
+
+
+@contextlib.contextmanager
+def _big_cache(session: Session):
+    """On SQLite, a 256 MB page cache while the load writes (index pages of a large
+    hub_record stay in memory), back to the default afterwards."""
+    conn = session.connection()
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.exec_driver_sql("PRAGMA cache_size=-262144")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            session.connection().exec_driver_sql("PRAGMA cache_size=-2000")
 
 
 def _record_failure(session: Session, source_code: str, started, display: str,
@@ -199,7 +218,7 @@ def _load(session: Session, src: Source, run_id: int, started, location: str, da
                 raise ValidationError([
                     Problem(f"映射文件 {mapping.path} 中的列“{c}”在文件中不存在（文件的列：{'、'.join(reader.columns[:30])}）",
                             source=reader.label, row=1, field=c) for c in missing])
-        st = standardiser or Standardiser.from_session(session)
+        st = standardiser  # built on first need: an unchanged ledger needs no resolver
         existing: dict[str, tuple[int, str, bool, list]] = {}
         # field problems of stored rows (repeated for unchanged rows); only rows that have any
         stored_problems = {
@@ -229,18 +248,19 @@ def _load(session: Session, src: Source, run_id: int, started, location: str, da
                     rej.add(row_no, p.field, p.reason, ACTION_BLANKED, key, raw.get(p.field))
                 if problems:
                     std["extra"]["problems"] = [[p.field, p.reason] for p in problems]
-                vals = {**std, "raw": raw, "content_hash": h, "row_no": row_no,
-                        "last_run_id": run_id, "vanished": False, "vanished_run_id": None,
-                        "updated_at": started}
                 if old is None:
-                    inserts.append({**vals, "source_code": src.code, "source_key": key,
-                                    "first_run_id": run_id})
+                    # plain tuple in _INSERT_COLUMNS order (bulk path: COPY / executemany)
+                    inserts.append((src.code, key, h, row_no, raw,
+                                    *[std[k] for k in RECORD_COLUMNS],
+                                    run_id, run_id, False, None, started))
                     c["n_new"] += 1
                 else:
-                    updates.append({"id": old[0], **vals})
+                    updates.append({"id": old[0], **std, "raw": raw, "content_hash": h,
+                                    "row_no": row_no, "last_run_id": run_id, "vanished": False,
+                                    "vanished_run_id": None, "updated_at": started})
                     c["n_changed"] += 1
             if inserts:
-                session.execute(_RECORD.insert(), inserts)  # Core executemany: one key set
+                insert_rows(session, _RECORD, _INSERT_COLUMNS, inserts)
             if updates:
                 _bulk_update(session, updates)
 
@@ -276,6 +296,8 @@ def _load(session: Session, src: Source, run_id: int, started, location: str, da
                             rej.add(row_no, f, reason, ACTION_BLANKED, key, raw.get(f))
                         continue
                     todo.append((row_no, raw, key, h, old))
+                if todo and st is None:
+                    st = Standardiser.from_session(session)
                 if pool is None and workers and len(todo) >= worker_min_rows:
                     pool = _start_worker(st, mapping, workers)
                 if pool is None:
@@ -337,6 +359,8 @@ def _std_batch(raws: list[dict]) -> list:
 
 
 _RECORD = Record.__table__
+_INSERT_COLUMNS = ("source_code", "source_key", "content_hash", "row_no", "raw", *RECORD_COLUMNS,
+                   "first_run_id", "last_run_id", "vanished", "vanished_run_id", "updated_at")
 
 
 def _bulk_update(session: Session, rows: list[dict]) -> None:

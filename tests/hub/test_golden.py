@@ -121,4 +121,60 @@ def test_build_golden_on_linked_records(fresh_db):
         n = s.scalar(select(func.count()).select_from(Golden))
         again = build_golden(s, "enterprise")
         assert again["written"] == 0 and again["removed"] == 0
+        assert again["incremental"] is True and again["recomputed_entities"] == 0
         assert s.scalar(select(func.count()).select_from(Golden)) == n
+
+
+def _cells(session):
+    from jiedao.hub.models import Golden
+
+    return sorted((g.entity_id, g.field, g.value, g.source_code, g.record_id, g.conflict,
+                   str(g.alternatives)) for g in session.scalars(select(Golden)))
+
+
+def test_golden_incremental_only_affected_entities(fresh_db):
+    """After a load changes one record, and after a linkage run moves records, only the
+    affected entities are recomputed — and the result equals a full rebuild."""
+    from test_link import _save_model, _seed
+
+    from jiedao.hub.link import add_decision, link_frame, load_linkage_config, run_linkage
+    from jiedao.hub.models import ImportRun, Link, Record
+
+    df, truth = toy_records()
+    cfg = load_linkage_config()
+    model = link_frame(df, cfg).model
+    with fresh_db.session() as s:
+        _seed(s, df)
+        _save_model(s, model, cfg)
+        run_linkage(s, retrain=False)
+        first = build_golden(s, "enterprise")
+        assert first["incremental"] is False
+        ent = dict(s.execute(select(Link.record_id, Link.entity_id)).all())
+        # a load changes the phone of one registry record
+        rid = int(df.loc[df["source_code"] == "SCJG", "record_id"].iloc[0])
+        run = ImportRun(source_code="SCJG", status="ok")
+        s.add(run)
+        s.flush()
+        rec = s.get(Record, rid)
+        rec.phone, rec.last_run_id, rec.updated_at = "027-66660000", run.id, datetime(2030, 1, 1)
+        s.flush()
+        out = build_golden(s, "enterprise")
+        assert out["incremental"] is True and out["recomputed_entities"] == 1
+        assert golden_record(s, ent[rid])["phone"]["value"] == "027-66660000"
+        inc = _cells(s)
+        build_golden(s, "enterprise", full=True)
+        assert _cells(s) == inc
+        # a steward splits a pair: the linkage run lists the entities it touched
+        pair = sorted(r for r, e in ent.items() if e == ent[rid])[:2]
+        assert len(pair) == 2
+        add_decision(s, pair[0], pair[1], accept=False, by="steward")
+        summary = run_linkage(s, retrain=False)
+        assert 1 <= summary["touched_entities"] <= 3
+        out = build_golden(s, "enterprise")
+        assert out["incremental"] is True and 1 <= out["recomputed_entities"] <= 3
+        inc = _cells(s)
+        build_golden(s, "enterprise", full=True)
+        assert _cells(s) == inc
+        ent2 = dict(s.execute(select(Link.record_id, Link.entity_id)).all())
+        assert ent2[pair[0]] != ent2[pair[1]]
+        assert golden_record(s, ent2[pair[1]])  # the split-off entity has its own golden record
