@@ -16,7 +16,7 @@ def _mount() -> None:
 
     benchrun.register(app)
     for name in ("geo", "catalog", "auth", "demo", "web", "cases", "cases.cli_import", "hub", "cockpit.cli",
-                 "cockpit.cli_warnings"):
+                 "cockpit.cli_warnings", "cockpit.cli_briefing"):
         # "pkg" mounts jiedao.pkg.cli; a dotted "pkg.module" mounts jiedao.pkg.module
         modname = f"jiedao.{name}" if "." in name else f"jiedao.{name}.cli"
         try:
