@@ -37,11 +37,13 @@ build.build_demo(db, small=sys.argv[2] == "small", progress=False)
 """
 
 SHIFTS = (364, 728)
+REPLICAS = 600  # JIEDAO_BENCH_COCKPIT_SCALE=replicated: copies of the small year (≈ 910,000 cases)
 COPY_TABLES = ("cases_event", "cases_case", "cases_assignment", "cases_transition", "cases_followup")
 
 
-def _copy_years(path: Path) -> dict:
-    """Copy the year's case rows twice, shifted back 364 and 728 days (SQLite SQL)."""
+def _copy_years(path: Path, copies: list[tuple[int, int]]) -> dict:
+    """Copy the year's case rows once per ``(n, days)`` in ``copies``: timestamps shifted back
+    ``days`` days, ids offset by ``n`` × the year's largest id, codes re-dated with "-n"."""
     import sqlite3
 
     con = sqlite3.connect(path)
@@ -50,25 +52,27 @@ def _copy_years(path: Path) -> dict:
     cols = {t: [r[1] for r in cur.execute(f"PRAGMA table_info({t})")] for t in COPY_TABLES}
     dt = {"first_at", "last_at", "received_at", "closed_at", "updated_at", "dispatched_at", "deadline",
           "sign_deadline", "signed_at", "replied_at", "at"}
-    ref = {"id": None, "event_id": "cases_event", "case_id": "cases_case"}
-    for k, days in enumerate(SHIFTS, 1):
-        for t in COPY_TABLES:
-            exprs = []
-            for c in cols[t]:
-                if c == "id":
-                    exprs.append(f"id + {off[t] * k}")
-                elif c in ref:
-                    exprs.append(f"{c} + {off[ref[c]] * k}")
-                elif c in dt:
-                    exprs.append(f"strftime('%Y-%m-%d %H:%M:%f', {c}, '-{days} days')")
-                elif t == "cases_case" and c == "code":
-                    exprs.append(f"strftime('%Y%m%d', received_at, '-{days} days') || substr(code, 9) || '-{k}'")
-                elif t == "cases_case" and c == "idempotency_key":
-                    exprs.append("NULL")
-                else:
-                    exprs.append(c)
-            cur.execute(f"INSERT INTO {t} ({', '.join(cols[t])}) SELECT {', '.join(exprs)} FROM {t} "
-                        f"WHERE id <= {off[t]}")
+    ref = {"event_id": "cases_event", "case_id": "cases_case"}
+    cur.execute("CREATE TEMP TABLE copies (n INTEGER, days INTEGER)")
+    cur.executemany("INSERT INTO copies VALUES (?, ?)", copies)
+    for t in COPY_TABLES:
+        exprs = []
+        for c in cols[t]:
+            if c == "id":
+                exprs.append(f"x.id + {off[t]} * k.n")
+            elif c in ref:
+                exprs.append(f"x.{c} + {off[ref[c]]} * k.n")
+            elif c in dt:
+                exprs.append(f"strftime('%Y-%m-%d %H:%M:%f', x.{c}, '-' || k.days || ' days')")
+            elif t == "cases_case" and c == "code":
+                exprs.append("strftime('%Y%m%d', x.received_at, '-' || k.days || ' days') || substr(x.code, 9) "
+                             "|| '-' || k.n")
+            elif t == "cases_case" and c == "idempotency_key":
+                exprs.append("NULL")
+            else:
+                exprs.append(f"x.{c}")
+        cur.execute(f"INSERT INTO {t} ({', '.join(cols[t])}) SELECT {', '.join(exprs)} "
+                    f"FROM {t} x CROSS JOIN copies k WHERE x.id <= {off[t]} ORDER BY k.n, x.id")
     con.commit()
     counts = {t: cur.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in COPY_TABLES}
     con.close()
@@ -92,9 +96,15 @@ def _source_key(scale: str) -> str:
     return h.hexdigest()[:12]
 
 
+def _mode(quick: bool) -> str:
+    if quick:
+        return "small"
+    return "replicated" if os.environ.get("JIEDAO_BENCH_COCKPIT_SCALE") == "replicated" else "full"
+
+
 def bench_db(quick: bool) -> Path:
     """The cached three-year database (built on first use)."""
-    scale = "small" if quick else "full"
+    scale = _mode(quick)
     folder = Path(os.environ.get("JIEDAO_BENCH_DIR", "var/bench")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     fp = _source_key(scale)
@@ -109,9 +119,16 @@ def bench_db(quick: bool) -> Path:
     t0 = time.perf_counter()
     env = {**os.environ, "JIEDAO_HOME": str(folder / "home")}
     env.setdefault("JIEDAO_SECRET_KEY", "bench-secret")
-    subprocess.run([sys.executable, "-c", BUILD, f"sqlite:///{tmp}", scale], env=env, check=True)
+    subprocess.run([sys.executable, "-c", BUILD, f"sqlite:///{tmp}", "full" if scale == "full" else "small"],
+                   env=env, check=True)
     print(f"  demo year built in {time.perf_counter() - t0:.0f} s")
-    counts = _copy_years(tmp)
+    if scale == "replicated":  # the small year 600 times: 200 copies in each of the three years
+        copies = [(n, 364 * (n % 3)) for n in range(1, REPLICAS)]
+    else:
+        copies = [(n, days) for n, days in enumerate(SHIFTS, 1)]
+    t0 = time.perf_counter()
+    counts = _copy_years(tmp, copies)
+    print(f"  copied in {time.perf_counter() - t0:.0f} s")
     print(f"  copied to three years: {counts}")
     tmp.rename(path)
     return path
@@ -145,7 +162,7 @@ def run(quick: bool = False) -> list[dict]:
     import tempfile
 
     path = bench_db(quick)
-    scale = "small×3" if quick else "full×3"
+    scale = {"small": "small×3", "full": "full×3", "replicated": "small×600"}[_mode(quick)]
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("JIEDAO_SECRET_KEY", "bench-secret")
         work = Path(tmp) / "cockpit.sqlite"

@@ -161,33 +161,22 @@ def _in(p: Period) -> str:
     return f"(received_at >= {_ts(p.start)} AND received_at < {_ts(p.end)})"
 
 
-def _parts(metric: str, as_of: str) -> tuple[str, str]:
-    """(denominator condition, numerator condition) of a metric, over a fact row."""
-    if metric == "received":
-        return "TRUE", "TRUE"
-    if metric in ("sign_ontime", "close_ontime"):
-        p = "sign" if metric == "sign_ontime" else "close"
-        due = f"COALESCE({p}_open <= {as_of}, FALSE)"
-        den = f"({p}_ok + {p}_late > 0 OR {due})"
-        return den, f"({den} AND {p}_late = 0 AND NOT {due})"
-    if metric == "resolved":
-        return "last_sat IS NOT NULL", "(last_sat IS NOT NULL AND last_sat <> '不满意')"
-    if metric == "satisfied":
-        return "first_sat IS NOT NULL", "first_sat IN ('满意', '基本满意')"
-    if metric == "repeat":
-        return "TRUE", "is_repeat"
-    if metric == "first_dispatch":
-        return "dispatched", "(dispatched AND NOT redispatched)"
-    if metric == "handling_hours":
-        return "hours IS NOT NULL", "hours IS NOT NULL"
-    raise ValidationError(Problem(f"未知指标“{metric}”", field="metric"))
+def _parts(metric: str) -> tuple[str, str]:
+    """(denominator, numerator) boolean expressions of a metric over a fact row (the flag
+    columns the mirror materialises from the definitions in ``jiedao.cockpit.mirror.FLAGS``)."""
+    cols = {"received": ("TRUE", "TRUE"), "sign_ontime": ("s_d", "s_n"), "close_ontime": ("c_d", "c_n"),
+            "resolved": ("r_d", "r_n"), "satisfied": ("f_d", "f_n"), "repeat": ("TRUE", "is_repeat"),
+            "first_dispatch": ("fd_d", "fd_n"), "handling_hours": ("hours IS NOT NULL", "hours IS NOT NULL")}
+    if metric not in cols:
+        raise ValidationError(Problem(f"未知指标“{metric}”", field="metric"))
+    return cols[metric]
 
 
-def _aggs(metrics: list[str], as_of: str) -> list[str]:
+def _aggs(metrics: list[str]) -> list[str]:
     """Denominator/numerator aggregates of each metric (``<m>_d``, ``<m>_n``)."""
     out = []
     for m in metrics:
-        den, num = _parts(m, as_of)
+        den, num = _parts(m)
         out.append(f"COUNT_IF({den}) AS {m}_d")
         out.append(f"SUM(hours) FILTER (WHERE {den}) AS {m}_n" if METRICS[m].kind == "mean"
                    else f"COUNT_IF({num}) AS {m}_n")
@@ -324,15 +313,24 @@ class Metrics:
             raise ValidationError(Problem(f"未知指标：{', '.join(bad)}", field="metrics"))
         return ms
 
-    def _as_of_sql(self) -> str:
-        a = self.mirror.as_of
-        return _ts(a) if a is not None else "TIMESTAMP '1900-01-01 00:00:00'"
-
     def _fetch(self, sql: str, params: list) -> list[dict]:
         with self.mirror.cursor() as cur:
             res = cur.execute(sql, params)
             cols = [d[0] for d in res.description]
             return [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
+
+    def _no_history(self, period: Period, values) -> None:
+        """Comparisons with a period before the first case in the data are unknown (None), not 0."""
+        first = self.mirror.first_at
+        if first is None:
+            return
+        prev_gone = period.previous().end_dt <= first
+        ly_gone = period.last_year().end_dt <= first
+        for v in values:
+            if prev_gone:
+                v.previous = None
+            if ly_gone:
+                v.last_year = None
 
     def _grouped(self, ms: list[str], table: str, where: str, params: list, periods: list[Period],
                  group: str | None) -> dict[tuple, dict]:
@@ -340,8 +338,9 @@ class Metrics:
         previous period is also its last year) are computed once and shared."""
         distinct = list(dict.fromkeys(periods))
         tag = "CASE " + " ".join(f"WHEN {_in(p)} THEN {i}" for i, p in enumerate(distinct)) + " END"
-        sql = (f"SELECT {group or 'NULL'} AS g, {tag} AS t, {', '.join(_aggs(ms, self._as_of_sql()))} "
-               f"FROM {table} WHERE {where} AND ({' OR '.join(_in(p) for p in distinct)}) GROUP BY ALL")
+        sql = (f"SELECT {group or 'NULL'} AS g, {tag} AS t, {', '.join(_aggs(ms))} "
+               f"FROM {table} WHERE {where} AND {_in(Period('day', min(p.start for p in distinct), max(p.end for p in distinct)))} "
+               f"AND ({' OR '.join(_in(p) for p in distinct)}) GROUP BY ALL")
         rows = {(r["g"], r["t"]): r for r in self._fetch(sql, params)}
         out = {}
         for (g, t), r in rows.items():
@@ -359,7 +358,9 @@ class Metrics:
         ms = self._metrics(metrics)
         table, where, params = self._where(principal, filters)
         got = self._grouped(ms, table, where, params, [period, period.previous(), period.last_year()], None)
-        return {m: _mv(m, got.get((None, 0)), got.get((None, 1)), got.get((None, 2))) for m in ms}
+        out = {m: _mv(m, got.get((None, 0)), got.get((None, 1)), got.get((None, 2))) for m in ms}
+        self._no_history(period, out.values())
+        return out
 
     def breakdown(self, period, by: str, *, principal=None, filters=None, metrics=None,
                   compare: bool = True) -> list[BreakdownRow]:
@@ -380,6 +381,7 @@ class Metrics:
         for code in codes:
             vals = {m: _mv(m, got.get((code, 0)), got.get((code, 1)), got.get((code, 2)), compare=compare)
                     for m in ms}
+            self._no_history(period, vals.values())
             out.append(BreakdownRow(code or "", self.label(by, code), vals))
         return out
 
@@ -435,9 +437,9 @@ class Metrics:
             raise ValidationError(Problem(f"未知的部分“{part}”", field="part"))
         self.refresh()
         table, where, params = self._where(principal, filters)
-        den, num = _parts(metric, self._as_of_sql())
+        den, num = _parts(metric)
         cond = {"denominator": den, "numerator": num, "miss": f"({den}) AND NOT ({num})"}[part]
         sql = (f"SELECT DISTINCT id FROM {table} WHERE {where} AND {_in(period)} AND {cond} ORDER BY id"
                + (f" LIMIT {int(limit)}" if limit else ""))
         with self.mirror.cursor() as cur:
-            return [r[0] for r in cur.execute(sql, params).fetchall()]
+            return [int(i) for i in cur.execute(sql, params).fetchnumpy()["id"]]

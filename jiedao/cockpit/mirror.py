@@ -41,7 +41,7 @@ from jiedao.db import Database
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 SIGN_WORKING_HOURS = 2.0  # default 签收时限 when an assignment has no sign_deadline
 CHUNK = 900  # ids per IN (...) when reading changed cases
 
@@ -52,8 +52,25 @@ FACT_COLUMNS = """
     sign_ok INTEGER, sign_late INTEGER, sign_open TIMESTAMP,
     close_ok INTEGER, close_late INTEGER, close_open TIMESTAMP,
     first_sat VARCHAR, last_sat VARCHAR, dispatched BOOLEAN, redispatched BOOLEAN,
-    hours DOUBLE
+    hours DOUBLE,
+    s_d BOOLEAN, s_n BOOLEAN, c_d BOOLEAN, c_n BOOLEAN, r_d BOOLEAN, r_n BOOLEAN,
+    f_d BOOLEAN, f_n BOOLEAN, fd_d BOOLEAN, fd_n BOOLEAN
 """
+# The metric flags (denominator, numerator) of each fact row, materialised at sync time so
+# that a metric query only counts boolean columns. ``{as_of}`` is the 统计截止时间: an open
+# assignment whose (sign) deadline is before it counts as late. Rows with an open assignment
+# are re-flagged at every sync (as_of moves); the others only when their case changes.
+FLAGS = {
+    "s": ("sign_ok + sign_late > 0 OR COALESCE(sign_open <= {as_of}, FALSE)",
+          "(sign_ok + sign_late > 0 OR COALESCE(sign_open <= {as_of}, FALSE)) AND sign_late = 0 "
+          "AND NOT COALESCE(sign_open <= {as_of}, FALSE)"),
+    "c": ("close_ok + close_late > 0 OR COALESCE(close_open <= {as_of}, FALSE)",
+          "(close_ok + close_late > 0 OR COALESCE(close_open <= {as_of}, FALSE)) AND close_late = 0 "
+          "AND NOT COALESCE(close_open <= {as_of}, FALSE)"),
+    "r": ("last_sat IS NOT NULL", "COALESCE(last_sat <> '不满意', FALSE)"),
+    "f": ("first_sat IS NOT NULL", "COALESCE(first_sat IN ('满意', '基本满意'), FALSE)"),
+    "fd": ("dispatched", "dispatched AND NOT redispatched"),
+}
 
 
 def default_path(url: str) -> Path:
@@ -109,6 +126,7 @@ class Mirror:
         self.con = self._connect(path if path is not None else default_path(db.url))
         self.labels: dict[str, dict[str, str]] = {}
         self.as_of: datetime | None = None
+        self.first_at: datetime | None = None  # the earliest received case
         self.synced_at: float | None = None  # time.monotonic() of the last sync
         self.timings: dict[str, float] = {}
         self._probe: tuple | None = None
@@ -196,11 +214,14 @@ class Mirror:
                     cur.execute("DROP TABLE IF EXISTS s_a")
                 if changed or deleted:
                     self._update_repeat(cur)
+                as_of = cur.execute("SELECT MAX(updated_at) FROM cf").fetchall()[0][0]
+                if changed or as_of != self.as_of:
+                    self._update_flags(cur, as_of)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-            self.as_of = cur.execute("SELECT MAX(updated_at) FROM cf").fetchall()[0][0]
+            self.as_of, self.first_at = cur.execute("SELECT MAX(updated_at), MIN(received_at) FROM cf").fetchall()[0]
             cur.close()
             self._probe = probe
             self.synced_at = time.monotonic()
@@ -310,7 +331,8 @@ class Mirror:
                        COALESCE(m.sign_ok, 0), COALESCE(m.sign_late, 0), m.sign_open,
                        COALESCE(m.close_ok, 0), COALESCE(m.close_late, 0), m.close_open,
                        f.first_sat, f.last_sat, COALESCE(t.dispatched, FALSE), COALESCE(t.redispatched, FALSE),
-                       EPOCH(COALESCE(m.first_reply, c.closed_at) - c.received_at) / 3600.0
+                       EPOCH(COALESCE(m.first_reply, c.closed_at) - c.received_at) / 3600.0,
+                       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
                 FROM s_case c LEFT JOIN m ON m.case_id = c.id LEFT JOIN t ON t.case_id = c.id
                 LEFT JOIN f ON f.case_id = c.id
                 ORDER BY c.received_at  -- keeps row groups time-clustered: period filters prune them
@@ -330,7 +352,8 @@ class Mirror:
                        CASE WHEN d.main_replied THEN c.first_sat END,
                        CASE WHEN d.main_replied THEN c.last_sat END,
                        d.has_main, d.main_lost,
-                       EPOCH(d.first_reply - d.first_dispatch) / 3600.0
+                       EPOCH(d.first_reply - d.first_dispatch) / 3600.0,
+                       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
                 FROM d JOIN cf c ON c.id = d.case_id
                 WHERE c.id IN (SELECT id FROM s_case)
                 ORDER BY c.received_at
@@ -340,6 +363,14 @@ class Mirror:
                 # after a failed statement the transaction is aborted; the rollback cleans up
                 with contextlib.suppress(duckdb.Error):
                     cur.unregister(name)
+
+    def _update_flags(self, cur: duckdb.DuckDBPyConnection, as_of: datetime | None) -> None:
+        lit = f"TIMESTAMP '{(as_of or datetime(1900, 1, 1)).isoformat(' ')}'"
+        sets = ", ".join(f"{k}_d = {d.format(as_of=lit)}, {k}_n = {n.format(as_of=lit)}"
+                         for k, (d, n) in FLAGS.items())
+        for t in ("cf", "df"):
+            cur.execute(f"UPDATE {t} SET {sets} WHERE s_d IS NULL OR sign_open IS NOT NULL "
+                        "OR close_open IS NOT NULL")
 
     def _update_repeat(self, cur: duckdb.DuckDBPyConnection) -> None:
         """重复诉求: a case that joined an event someone else opened (not the event's first case)."""
