@@ -3,6 +3,12 @@
 Every channel (operator form, public form, REST, Open311, batch import, patrol, sensors) calls
 :func:`submit`, so analysis and dispatch happen in one place. The case is committed by the
 caller before it acknowledges; with an idempotency key a retry returns the first case.
+
+The new case is built in memory — caller counted (one upsert), analysis applied, the
+*analyse* and *dispatch* transitions and the assignments added — and written once at the end
+(:func:`jiedao.cases.service.write_new_case`: one statement on PostgreSQL), instead of an
+insert followed by an update per step. The workflow decides every step exactly
+as for a stored case; the version column ends where step-by-step writes would leave it.
 """
 
 from __future__ import annotations
@@ -55,25 +61,33 @@ def submit(session: Session, analyzer: Analyzer, dispatcher: Dispatcher, *, text
     """
     at = at or clock.now()
     case, created = service.create_case(session, text=text, channel=channel, actor=actor,
-                                        urgency=urgency or "一般", at=at, **fields)
+                                        urgency=urgency or "一般", at=at, flush=False, **fields)
     if not created:
         return case, False
+    if getattr(analyzer, "needs_case_id", False):
+        session.add(case)  # an in-memory duplicate index keys the recent cases by id
+        session.flush()
     analysis = analyzer.analyse(session, case)
     apply_analysis(case, analysis, keep_urgency=urgency is not None)
-    service.act(session, case.id, "analyse", actor=actor, at=at)
+    service.apply_action(case, "analyse", actor=actor, at=at)
     if auto_dispatch and analysis.auto_dispatchable:
         s = analysis.suggestion
-        dispatch(session, dispatcher, case, actor=actor, at=at, main=s.main, co=s.co, auto=True)
+        dispatch(session, dispatcher, case, actor=actor, at=at, main=s.main, co=s.co, auto=True,
+                 flush=False)
+    # one write: a twin request with the same idempotency key fails here (IntegrityError,
+    # the caller retries and finds the winner's case), or at commit
+    service.write_new_case(session, case)
     return case, True
 
 
 def dispatch(session: Session, dispatcher: Dispatcher, case: Case, *, actor: str,
              matter_code: str | None = None, main: str | None = None, co=None,
-             at: datetime | None = None, auto: bool = False) -> Case:
+             at: datetime | None = None, auto: bool = False, flush: bool = True) -> Case:
     """Dispatch (or re-dispatch after a return) with deadlines from the matter's SLA.
 
     The operator may override the category and/or departments; any difference from the
     analysis's suggestion is stored as a :class:`DispatchOverride` (training signal).
+    ``flush=False`` (intake of a new case) changes the case in memory only.
     """
     at = at or clock.now()
     matter_code = matter_code or case.matter_code
@@ -99,5 +113,8 @@ def dispatch(session: Session, dispatcher: Dispatcher, case: Case, *, actor: str
         ))
     case.matter_code = matter_code
     deadline = dispatcher.deadline(matter_code, case.urgency, at)
-    return service.act(session, case.id, "dispatch", actor=actor, at=at,
-                       main=(main, deadline), co=[(c, deadline) for c in co])
+    kw = dict(main=(main, deadline), co=[(c, deadline) for c in co])
+    if not flush:
+        service.apply_action(case, "dispatch", actor=actor, at=at, **kw)
+        return case
+    return service.act(session, case, "dispatch", actor=actor, at=at, **kw)

@@ -14,7 +14,7 @@ import re
 import secrets
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.exc import StaleDataError
@@ -56,6 +56,7 @@ def phone_hash(phone: str) -> str:
 
 def get_or_create_caller(session: Session, phone: str, name: str | None, at: datetime,
                          enterprise: str | None = None) -> Caller:
+    """The caller with this phone (created when new), its ``case_count`` unchanged."""
     phone = normalise_phone(phone)
     h = phone_hash(phone)
     caller = session.scalar(select(Caller).where(Caller.phone_hash == h))
@@ -65,6 +66,45 @@ def get_or_create_caller(session: Session, phone: str, name: str | None, at: dat
         session.add(caller)
         session.flush()
     return caller
+
+
+def count_call(session: Session, phone: str, name: str | None, at: datetime,
+               enterprise: str | None = None) -> Caller:
+    """The caller with this phone with one more case counted, in ONE statement.
+
+    ``INSERT … ON CONFLICT (phone_hash) DO UPDATE SET case_count = case_count + 1
+    RETURNING …`` (PostgreSQL and SQLite): a new caller starts at 1; a known one keeps its
+    name and first-seen time. Two concurrent first calls from one phone cannot both insert.
+    """
+    phone = normalise_phone(phone)
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    table = Caller.__table__
+    stmt = dialect_insert(table).values(
+        phone_hash=phone_hash(phone), phone=phone, name=name, enterprise=enterprise,
+        first_seen=at, case_count=1)
+    stmt = stmt.on_conflict_do_update(index_elements=[table.c.phone_hash],
+                                      set_={"case_count": table.c.case_count + 1})
+    row = session.connection().execute(stmt.returning(*table.c)).one()._asdict()
+    return _adopt_row(session, Caller, row)
+
+
+def _adopt_row(session: Session, model, row: dict):
+    """The session's object for a row just written by a Core statement (no reload)."""
+    from sqlalchemy.orm import make_transient_to_detached
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    obj = session.identity_map.get(session.identity_key(model, row["id"]))
+    if obj is not None:
+        for k, v in row.items():
+            set_committed_value(obj, k, v)
+        return obj
+    obj = model(**row)
+    make_transient_to_detached(obj)
+    session.add(obj)
+    return obj
 
 
 def new_case_code(at: datetime) -> str:
@@ -106,39 +146,157 @@ def validate_intake(*, text: str | None, channel: str, kind: str = "appeal", urg
     return probs
 
 
+_BY_KEY = select(Case.id).where(Case.idempotency_key == bindparam("key"))
+
+
+def case_by_key(session: Session, idempotency_key: str) -> Case | None:
+    """The case recorded with this idempotency key (assignments and transitions loaded)."""
+    case_id = session.connection().scalar(_BY_KEY, {"key": idempotency_key})
+    return None if case_id is None else load_case(session, case_id)
+
+
 def create_case(session: Session, *, text: str, channel: str, actor: str, kind: str = "appeal",
                 urgency: str = "一般", phone: str | None = None, name: str | None = None,
                 enterprise: str | None = None, location_text: str | None = None, lon=None, lat=None,
-                idempotency_key: str | None = None, at: datetime | None = None) -> tuple[Case, bool]:
+                idempotency_key: str | None = None, at: datetime | None = None,
+                flush: bool = True) -> tuple[Case, bool]:
     """Record a new case in state *received*. Returns (case, created).
 
     With an ``idempotency_key`` a retry returns the case created the first time instead of a
-    second one. The caller's transaction commit is what makes the case durable; acknowledge
-    only after it.
+    second one (a concurrent twin loses on the key's unique index at flush or commit). The
+    caller's transaction commit is what makes the case durable; acknowledge only after it.
+    ``flush=False`` returns the new case outside the session (no id yet; ``caller_id`` is
+    set) so that intake writes it once, with everything the analysis adds, by
+    :func:`write_new_case`.
     """
     if idempotency_key:
-        existing = session.scalar(select(Case).where(Case.idempotency_key == idempotency_key))
+        existing = case_by_key(session, idempotency_key)
         if existing is not None:
             return existing, False
     probs = validate_intake(text=text, channel=channel, kind=kind, urgency=urgency, lon=lon, lat=lat)
     if probs:
         raise ValidationError(probs)
     at = at or clock.now()
-    caller = None
-    if phone:
-        caller = get_or_create_caller(session, phone, name, at, enterprise)
-        caller.case_count += 1
+    caller = count_call(session, phone, name, at, enterprise) if phone else None
     text = text.strip()
     case = Case(
         version=0, code=new_case_code(at), channel=channel, kind=kind, title=text[:60], text=text,
-        caller=caller, location_text=location_text, lon=float(lon) if lon is not None else None,
-        lat=float(lat) if lat is not None else None, urgency=urgency, state="received",
-        idempotency_key=idempotency_key, created_by=actor, received_at=at, updated_at=at,
-        repeat_caller=bool(caller and caller.case_count > 1), assignments=[], transitions=[],
+        caller=caller, caller_id=caller.id if caller else None, location_text=location_text,
+        lon=float(lon) if lon is not None else None, lat=float(lat) if lat is not None else None,
+        urgency=urgency, state="received", idempotency_key=idempotency_key, created_by=actor,
+        received_at=at, updated_at=at, repeat_caller=bool(caller and caller.case_count > 1),
+        supervised=False, reopen_count=0, satisfaction=None, closed_at=None,
+        main_department_code=None, assignments=[], transitions=[],
     )
-    session.add(case)
-    session.flush()
+    if flush:
+        session.add(case)
+        session.flush()
     return case, True
+
+
+# -- one statement for a new case with its assignments and transition log (PostgreSQL)
+
+_WRITE_SQL: dict[tuple[int, int], str] = {}
+_WRITE_COLS: dict = {}
+
+
+def _write_columns(dialect, table, skip=("id",)):
+    """(column, SQL cast, bind processor) of ``table`` for the one-statement write, cached."""
+    key = (dialect.name, table.name)
+    cols = _WRITE_COLS.get(key)
+    if cols is None:
+        cols = []
+        for col in table.columns:
+            if col.name in skip:
+                continue
+            impl = col.type.dialect_impl(dialect)
+            cols.append((col, dialect.type_compiler_instance.process(col.type),
+                         impl.bind_processor(dialect)))
+        _WRITE_COLS[key] = cols
+    return cols
+
+
+def _values(obj, cols) -> list:
+    """Column values of a new ORM object for a Core insert; unset columns get their scalar
+    default, set on the object too so that it holds every column once adopted."""
+    out = []
+    for col, _cast, proc in cols:
+        if col.key in obj.__dict__:
+            v = obj.__dict__[col.key]
+        else:
+            d = col.default
+            v = d.arg if d is not None else None
+            setattr(obj, col.key, v)
+        out.append(proc(v) if proc is not None and v is not None else v)
+    return out
+
+
+def _can_write_in_one(session: Session, case: Case) -> bool:
+    from sqlalchemy import inspect
+
+    if session.get_bind().dialect.name != "postgresql" or not inspect(case).transient:
+        return False
+    for table in (Case.__table__, Assignment.__table__, TransitionLog.__table__):
+        for col in table.columns:
+            if col.default is not None and not col.default.is_scalar:
+                return False
+    return not any(a.extensions for a in case.assignments)
+
+
+def write_new_case(session: Session, case: Case) -> None:
+    """Write a new case built in memory (``create_case(flush=False)``) with its assignments and
+    transitions; the case is then a persistent object of ``session`` with its id.
+
+    On PostgreSQL this is ONE statement — ``WITH c AS (INSERT … RETURNING id), a0 AS (INSERT
+    INTO cases_assignment … SELECT c.id, … FROM c), t0 AS (…) SELECT ids`` — and the objects
+    are adopted by the session as if just loaded (no ORM unit of work, no reload). Elsewhere
+    (SQLite: no round trips to save) the ORM flushes them (three statements). Either way a
+    duplicate idempotency key raises IntegrityError here or at commit.
+    """
+    from sqlalchemy.orm import make_transient_to_detached
+
+    if not _can_write_in_one(session, case):
+        session.add(case)
+        session.flush()
+        return
+    dialect = session.get_bind().dialect
+    ccols = _write_columns(dialect, Case.__table__)
+    acols = _write_columns(dialect, Assignment.__table__, skip=("id", "case_id"))
+    tcols = _write_columns(dialect, TransitionLog.__table__, skip=("id", "case_id"))
+    shape = (len(case.assignments), len(case.transitions))
+    sql = _WRITE_SQL.get(shape)
+    if sql is None:
+        def ph(cols):
+            return ", ".join(f"%s::{cast}" for _c, cast, _p in cols)
+
+        def names(cols):
+            return ", ".join(c.name for c, _cast, _p in cols)
+
+        parts = [f"c AS (INSERT INTO {Case.__table__.name} ({names(ccols)}) VALUES ({ph(ccols)}) "
+                 "RETURNING id)"]
+        ctes = ["c"]
+        for prefix, table, cols, n in (("a", Assignment.__table__, acols, shape[0]),
+                                       ("t", TransitionLog.__table__, tcols, shape[1])):
+            for i in range(n):
+                parts.append(f"{prefix}{i} AS (INSERT INTO {table.name} (case_id, {names(cols)}) "
+                             f"SELECT c.id, {ph(cols)} FROM c RETURNING id)")
+                ctes.append(f"{prefix}{i}")
+        sql = _WRITE_SQL[shape] = (
+            "WITH " + ", ".join(parts) + " SELECT " + ", ".join(f"{c}.id" for c in ctes)
+            + " FROM " + ", ".join(ctes))
+    params = _values(case, ccols)
+    for a in case.assignments:
+        params += _values(a, acols)
+    for t in case.transitions:
+        params += _values(t, tcols)
+    ids = session.connection().exec_driver_sql(sql, tuple(params)).one()
+    case.id = ids[0]
+    children = [*case.assignments, *case.transitions]
+    for obj, new_id in zip(children, ids[1:], strict=True):
+        obj.id, obj.case_id = new_id, case.id
+    for obj in (case, *children):
+        make_transient_to_detached(obj)
+    session.add(case)
 
 
 def _loaded(session: Session, case_id: int) -> Case | None:
@@ -208,7 +366,8 @@ def _write_back(case: Case, new: wf.CaseState, at: datetime) -> None:
         if seq < len(case.assignments):
             row = case.assignments[seq]
         else:
-            row = Assignment(seq=seq, department_code=a.department, role=a.role, dispatched_at=at)
+            row = Assignment(seq=seq, department_code=a.department, role=a.role, dispatched_at=at,
+                             sign_deadline=None, warned=False, overdue=False, extensions=[])
             case.assignments.append(row)
         if row.deadline != a.deadline:
             row.warned = row.overdue = False
@@ -228,22 +387,32 @@ def _write_back(case: Case, new: wf.CaseState, at: datetime) -> None:
             to_state=t.to_state, reason=t.reason, assignment_seq=t.assignment))
 
 
-def act(session: Session, case_id: int, action: str, *, actor: str, expected_version: int | None = None,
-        at: datetime | None = None, **kwargs) -> Case:
-    """Apply one workflow action (``analyse``, ``dispatch``, ``sign``, ``reply``…) to a case.
-
-    ``expected_version`` is the version the actor saw; a stale one is a Conflict. Concurrent
-    writers are also caught at flush time by the version column.
-    """
-    at = at or clock.now()
-    case = load_case(session, case_id)
-    if expected_version is not None:
-        wf.check_version(to_state(case), expected_version)
+def apply_action(case: Case, action: str, *, actor: str, at: datetime, **kwargs) -> wf.CaseState:
+    """Run one workflow action on ``case`` in memory (rows changed or added, nothing flushed)."""
     method = getattr(wf.Workflow(to_state(case)), action, None)
     if method is None or action.startswith("_") or action == "done":
         raise ValidationError(Problem(f"未知操作 {action!r}", field="action"))
     new = method(at, actor, **kwargs)
     _write_back(case, new, at)
+    return new
+
+
+def act(session: Session, case_id: int | Case, action: str, *, actor: str,
+        expected_version: int | None = None, at: datetime | None = None, **kwargs) -> Case:
+    """Apply one workflow action (``analyse``, ``dispatch``, ``sign``, ``reply``…) to a case.
+
+    ``expected_version`` is the version the actor saw; a stale one is a Conflict. Concurrent
+    writers are also caught at flush time by the version column. ``case_id`` may be a case
+    of this session; a new one that is not flushed yet is acted on as it is.
+    """
+    at = at or clock.now()
+    if isinstance(case_id, Case):
+        case = case_id if case_id.id is None else load_case(session, case_id.id)
+    else:
+        case = load_case(session, case_id)
+    if expected_version is not None:
+        wf.check_version(to_state(case), expected_version)
+    new = apply_action(case, action, actor=actor, at=at, **kwargs)
     if action == "follow_up":
         session.add(FollowUp(case_id=case.id, at=at, actor=actor, satisfaction=kwargs["satisfaction"],
                              comment=kwargs.get("comment"), round=new.round - (new.state == "dispatched")))

@@ -57,6 +57,12 @@ class Analyzer:
         self.locator = locator
         self.duplicates = DuplicateFinder(self.config.duplicates, in_memory=in_memory_duplicates)
 
+    @property
+    def needs_case_id(self) -> bool:
+        """Whether ``analyse`` needs the case's id (the in-memory duplicate index keeps recent
+        cases by id); live intake otherwise analyses a case before its single write."""
+        return self.duplicates.recent is not None
+
     # -- pieces
 
     def classify(self, text: str) -> CategoryResult:
