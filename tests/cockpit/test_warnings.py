@@ -518,3 +518,34 @@ def test_handler_cannot_open_warnings(as_user, wdb):
         handler = s.scalar(select(User.username).where(User.role == "handler").order_by(User.username))
     r = as_user(handler).get("/cockpit/warnings", headers=HTML)
     assert r.status_code == 403
+
+
+def test_cli_scan_prints_counts_and_is_idempotent(wdb, injected, demo_db):
+    import typer
+    from typer.testing import CliRunner
+
+    from jiedao.cockpit.cli_warnings import register
+    from jiedao.cockpit.models import CockpitWarning
+    from jiedao.db import set_database
+
+    a = typer.Typer()
+
+    @a.callback()
+    def _root() -> None:
+        """test root"""
+
+    register(a)
+    when = injected["as_of"].isoformat(timespec="seconds")
+    set_database(wdb)
+    try:
+        with wdb.session() as s:
+            before = s.scalar(select(func.count()).select_from(CockpitWarning))
+        r = CliRunner().invoke(a, ["cockpit", "scan", "--as-of", when])
+        assert r.exit_code == 0, r.output
+        assert f"类别激增 {injected['counts']['spike']}" in r.output and "用时" in r.output
+        with wdb.session() as s:
+            assert s.scalar(select(func.count()).select_from(CockpitWarning)) == before
+        r = CliRunner().invoke(a, ["cockpit", "scan", "--as-of", "30/12/2025"])
+        assert r.exit_code != 0
+    finally:
+        set_database(demo_db)
