@@ -44,8 +44,10 @@ def run(quick: bool = False) -> list[dict]:
     import shutil
     import tempfile
 
-    path = _cockpit_bench().bench_db(quick)
-    scale = "small×3" if quick else "full×3"
+    cb = _cockpit_bench()
+    path = cb.bench_db(quick)
+    mode = cb._mode(quick) if hasattr(cb, "_mode") else ("small" if quick else "full")
+    scale = {"small": "small×3", "full": "full×3", "replicated": "small×600"}.get(mode, mode)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("JIEDAO_SECRET_KEY", "bench-secret")
         os.environ["JIEDAO_HOME"] = tmp  # the mirror goes to a fresh folder

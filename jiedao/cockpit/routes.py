@@ -407,18 +407,19 @@ def sla_lists(request: Request, s: Session, p: Principal, limit: int = 10) -> di
             "warned_total": n_warned, "warned_capped": n_warned >= WARN_SCAN}
 
 
-def early_warnings(s: Session, p: Principal, limit: int = 8) -> list | None:
+def early_warnings(request: Request, p: Principal, limit: int = 8) -> list | None:
     """Open early warnings (jiedao.cockpit.warnings), or None while that module is absent."""
     try:
         from jiedao.cockpit.warnings import WARNING_KINDS, list_warnings
     except ImportError:
         return None
-    try:
-        rows = list_warnings(s, p, status="open", limit=limit)
+    try:  # own session: a database without the table must not spoil the page's transaction
+        with request.app.state.db.session() as ws:
+            return [{"id": w.id, "title": w.title, "kind": WARNING_KINDS.get(w.kind, w.kind),
+                     "score": w.score, "n": len(w.case_ids or [])}
+                    for w in list_warnings(ws, p, status="open", limit=limit)]
     except Exception:  # table not migrated yet on an old database
         return None
-    return [{"id": w.id, "title": w.title, "kind": WARNING_KINDS.get(w.kind, w.kind),
-             "score": w.score, "n": len(w.case_ids or [])} for w in rows]
 
 
 # ---------------------------------------------------------------- page assembly
@@ -587,7 +588,7 @@ def cockpit_home(request: Request, p: User, s: DB, period: PeriodQ = None, grain
                                              r.values["received"].previous)
                           for r in rows if "received" in r.values}
     ctx["sla"] = sla_lists(request, s, p)
-    ctx["warnings"] = early_warnings(s, p)
+    ctx["warnings"] = early_warnings(request, p)
     ctx["title"] = scope_title(request, p)
     ctx["is_home"] = True
     ctx["ranking_link"] = p.role in RANKING_ROLES

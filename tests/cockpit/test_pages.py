@@ -216,6 +216,37 @@ def test_home_shows_the_metrics_layer_figures_with_comparisons(as_user, m):
     assert html.text("overdue-total").replace(",", "").isdigit()
 
 
+def test_home_lists_open_early_warnings_and_overdue_assignments(as_user, principals, demo_db):
+    from jiedao.cases.models import Assignment
+    from jiedao.cases.sla import OPEN_STATES
+    from jiedao.cockpit.warnings import list_warnings
+
+    c = as_user("leader.001")
+    p = principals("leader.001")
+    html = page(c, "/cockpit")
+    with demo_db.session() as s:
+        expected = [f"/cockpit/warnings/{w.id}" for w in list_warnings(s, p, status="open", limit=8)]
+        overdue = s.execute(select(Assignment.case_id).where(
+            Assignment.state.in_(OPEN_STATES)).order_by(Assignment.deadline, Assignment.id)).all()
+    links = [u for u in html.links if u.startswith("/cockpit/warnings/")]
+    assert links == expected
+    shown = [u for u in html.links if re.fullmatch(r"/cases/\d+", u)]
+    assert shown and all(int(u.split("/")[2]) in {r[0] for r in overdue} for u in shown)
+
+
+def test_community_staff_home_is_the_community(as_user, demo_db):
+    from jiedao.auth.models import User
+
+    with demo_db.session() as s:
+        user = s.scalars(select(User.username).where(User.username.like("sq.%"))
+                         .order_by(User.username)).first()
+    comm = user.removeprefix("sq.")
+    html = page(as_user(user), "/cockpit")
+    assert html.ids["cockpit-map"]["data-geojson-url"].endswith(f"parent={comm}")
+    grids = [r[1]["text"] for r in html.body_rows("table-by_grid")]
+    assert grids and all(g.startswith(comm) or g == "" for g in grids)
+
+
 def test_period_selector_grains_and_bad_period(as_user, m):
     c = as_user("leader01")
     for grain in ("week", "month", "quarter", "year"):
@@ -407,7 +438,10 @@ def test_department_handler_sees_only_the_department(as_user, m, principals, pla
     block = body.split('data-metric="received"', 1)[1]
     assert re.search(r'class="kpi-value"[^>]*>([^<]+)<', block).group(1) == \
         f"{int(m.summary(latest, principal=p)['received'].value):,}"
-    assert "cockpit-map" not in Page(body).ids  # grids carry no department
+    html = Page(body)
+    assert "cockpit-map" not in html.ids  # grids carry no department
+    assert html.body_rows("table-by_category") and html.body_rows("table-by_street")
+    assert all(r[0]["href"] is None for r in html.body_rows("table-by_street"))  # no 403 links
     assert c.get("/cockpit/departments/CGJ", headers=HTML).status_code == 200
     for url in ("/cockpit/departments/GAFJ", f"/cockpit/streets/{places['own']}",
                 "/cockpit/cases?metric=received&period=2025&department=GAFJ", "/cockpit/hub"):
