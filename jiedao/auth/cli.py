@@ -1,4 +1,4 @@
-"""`jiedao users …` commands: create, import, list, token."""
+"""`jiedao users …` commands: create, import, list, passwd, token."""
 
 from __future__ import annotations
 
@@ -67,6 +67,26 @@ def list_() -> None:
             state = "启用" if u.active else "停用"
             typer.echo(f"{u.username:<24}{u.display_name:<12}{ROLES.get(u.role, u.role):<14}{scope:<28}{state}")
         typer.echo(f"共 {len(users)} 个用户")
+
+
+@users_app.command("passwd", help="为用户设置新密码（不给 --password 时交互输入）；该用户的所有登录会话随即失效")
+def passwd(
+    username: str = typer.Argument(..., help="用户名"),
+    password: str = typer.Option(
+        None, "--password", help="新密码（不给则交互输入）", prompt="新密码", hide_input=True,
+        confirmation_prompt=True,
+    ),
+) -> None:
+    """Set a new password for USERNAME (asked for when not given); their sessions end."""
+    from jiedao.auth import service
+    from jiedao.errors import NotFound
+
+    with _db().session() as s:
+        user = service.get_user(s, username)
+        if user is None:
+            raise NotFound(f"用户不存在：{username}")
+        service.set_password(s, user, password)
+    typer.echo(f"已为 {username} 设置新密码，其已登录的会话均已失效")
 
 
 @users_app.command("token", help="为用户创建 API 令牌并只显示这一次（库中只存哈希）")

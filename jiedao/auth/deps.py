@@ -79,11 +79,12 @@ def get_principal(request: Request) -> Principal | None:
     db = request.app.state.db
     bearer = _bearer(request)
     if bearer is not None:
-        # An explicit (even invalid) Authorization header wins over any cookie.
-        with db.session() as s:
-            tok = service.find_api_token(s, bearer)
-            if tok is not None:
-                principal, via = service.principal_for(tok.user, tok), "token"
+        # An explicit (even invalid) Authorization header wins over any cookie. One SELECT on
+        # an autocommit connection: no BEGIN/COMMIT round trips on every API call.
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            principal = service.principal_for_bearer(conn, bearer)
+            if principal is not None:
+                via = "token"
     else:
         raw = request.cookies.get(SESSION_COOKIE)
         if raw:
@@ -141,6 +142,8 @@ async def csrf_protect(request: Request) -> None:
     """
     if request.method.upper() in SAFE_METHODS:
         return
+    if _bearer(request) is not None:
+        return  # the Authorization header decides who calls (never the cookie): no CSRF risk
     from starlette.concurrency import run_in_threadpool
 
     await run_in_threadpool(get_principal, request)

@@ -18,7 +18,7 @@ from jiedao.auth.deps import (
     require_user,
     set_session_cookie,
 )
-from jiedao.auth.models import User
+from jiedao.auth.models import ApiToken, User
 from jiedao.auth.scope import Principal
 from jiedao.errors import NotFound, ValidationError
 
@@ -169,3 +169,70 @@ def revoke_token(token_id: int, request: Request, principal: Principal = Depends
             return _token_json(tok)
     except NotFound as e:
         raise HTTPException(status_code=404, detail=str(e)) from None
+
+
+# --------------------------------------------------------------------------- account page
+
+
+def _render_account(request: Request, principal: Principal, *, new_token: str | None = None,
+                    message: str | None = None, error: str | None = None, status_code: int = 200):
+    from jiedao.web.templating import render
+
+    with request.app.state.db.session() as s:
+        tokens = [_token_json(t) for t in service.list_api_tokens(s, principal.user_id)]
+    return render(request, "auth/account.html", {
+        "me": principal, "tokens": tokens, "new_token": new_token, "message": message,
+        "error": error}, status_code=status_code)
+
+
+@router.get("/account", include_in_schema=False)
+def account_page(request: Request, principal: Principal = Depends(require_user)):
+    """我的账户: who I am, my API tokens (create, revoke) and my password."""
+    return _render_account(request, principal)
+
+
+@router.post("/account/tokens", include_in_schema=False, dependencies=[Depends(csrf_protect)])
+def account_create_token(request: Request, name: str = Form(""),
+                         principal: Principal = Depends(require_user)):
+    """Create an API token from the account page; its value is shown on this answer only."""
+    try:
+        with request.app.state.db.session() as s:
+            user = s.get(User, principal.user_id)
+            raw, _tok = service.create_api_token(s, user, name, by=principal, ip=client_ip(request))
+    except ValidationError as e:
+        return _render_account(request, principal, error=str(e), status_code=400)
+    return _render_account(request, principal, new_token=raw, message="令牌已创建：请立即复制保存，它不会再次显示")
+
+
+@router.post("/account/tokens/{token_id}/revoke", include_in_schema=False,
+             dependencies=[Depends(csrf_protect)])
+def account_revoke_token(token_id: int, request: Request, principal: Principal = Depends(require_user)):
+    """Revoke one of my tokens from the account page."""
+    try:
+        with request.app.state.db.session() as s:
+            # Own tokens only here, admins included: revoking others' tokens is an API action.
+            tok = s.get(ApiToken, token_id)
+            if tok is None or tok.user_id != principal.user_id:
+                raise NotFound(f"令牌不存在：{token_id}")
+            service.revoke_api_token(s, token_id, by=principal, ip=client_ip(request))
+    except NotFound as e:
+        return _render_account(request, principal, error=str(e), status_code=404)
+    return _render_account(request, principal, message="令牌已吊销")
+
+
+@router.post("/account/password", include_in_schema=False, dependencies=[Depends(csrf_protect)])
+def account_password(request: Request, current_password: str = Form(""), new_password: str = Form(""),
+                     confirm_password: str = Form(""), principal: Principal = Depends(require_user)):
+    """Change my own password; every session ends, so the browser goes back to the login page."""
+    if new_password != confirm_password:
+        return _render_account(request, principal, error="两次输入的新密码不一致", status_code=400)
+    try:
+        with request.app.state.db.session() as s:
+            user = s.get(User, principal.user_id)
+            service.set_password(s, user, new_password, current_password=current_password,
+                                 by=principal, ip=client_ip(request))
+    except ValidationError as e:
+        return _render_account(request, principal, error=str(e), status_code=400)
+    response = RedirectResponse("/login?next=/account", status_code=303)
+    clear_session_cookie(response)
+    return response

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from jiedao import clock
@@ -247,6 +247,31 @@ def update_user(
     return user
 
 
+def set_password(
+    session: Session,
+    user: User,
+    new_password: str,
+    *,
+    current_password: str | None = None,
+    by: Principal | None = None,
+    ip: str | None = None,
+) -> User:
+    """Give ``user`` a new password (checked against the password rules); audited.
+
+    When ``current_password`` is given (a user changing their own password) it must match.
+    Every open browser session of the user ends.
+    """
+    if current_password is not None and not passwords.verify_password(user.password_hash, current_password):
+        raise ValidationError([Problem("当前密码不正确", field="current_password")])
+    if msg := passwords.password_problem(new_password or ""):
+        raise ValidationError([Problem(msg, field="password")])
+    user.password_hash = passwords.hash_password(new_password)
+    session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+    audit.record(session, principal=by, action="password", object_type="user", object_id=user.username,
+                 detail={"self": current_password is not None}, ip=ip)
+    return user
+
+
 def principal_for(user: User, token: ApiToken | None = None) -> Principal:
     """The Principal of ``user`` (marked as token-authenticated when ``token`` is given)."""
     return Principal(
@@ -460,6 +485,40 @@ def find_api_token(session: Session, raw: str | None, *, now: datetime | None = 
     if tok.last_used_at is None or now - tok.last_used_at >= TOKEN_TOUCH_INTERVAL:
         tok.last_used_at = now
     return tok
+
+
+_BEARER = (
+    select(ApiToken.id, ApiToken.prefix, ApiToken.revoked_at, ApiToken.last_used_at,
+           User.id.label("user_id"), User.username, User.display_name, User.role,
+           User.scope_level, User.scope_code, User.active)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+_TOUCH = update(ApiToken).where(ApiToken.id == bindparam("token_id")).values(
+    last_used_at=bindparam("now"))
+
+
+def principal_for_bearer(conn: Connection, raw: str | None, *,
+                         now: datetime | None = None) -> Principal | None:
+    """The Principal of a raw bearer token, or None (unknown, revoked, inactive user).
+
+    The request-path twin of :func:`find_api_token`: ONE Core SELECT of the token and its
+    user on ``conn``, plus the ``last_used_at`` touch at most once a minute (on an autocommit
+    connection, as the web app uses, there are no BEGIN/COMMIT round trips; otherwise the
+    caller commits). Tokens are 256-bit random strings, so their
+    stored SHA-256 is as safe as a slow hash and costs microseconds.
+    """
+    if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
+        return None
+    row = conn.execute(_BEARER, {"token_hash": sha256_hex(raw)}).first()
+    if row is None or row.revoked_at is not None or not row.active:
+        return None
+    now = now or clock.now()
+    if row.last_used_at is None or now - row.last_used_at >= TOKEN_TOUCH_INTERVAL:
+        conn.execute(_TOUCH, {"token_id": row.id, "now": now})  # committed by the caller
+    return Principal(user_id=row.user_id, username=row.username, display_name=row.display_name,
+                     role=row.role, scope_level=row.scope_level, scope_code=row.scope_code,
+                     token_prefix=row.prefix)
 
 
 def verify_api_token(session: Session, raw: str | None, *, now: datetime | None = None) -> User | None:

@@ -51,6 +51,7 @@ add_nav(NavItem("matters", "职责清单", "/catalog/matters", order=30, icon="�
                 prefix="/catalog/matters"))
 add_nav(NavItem("departments", "部门", "/catalog/departments", order=40, icon="◎",
                 prefix="/catalog/departments"))
+add_nav(NavItem("account", "我的账户", "/account", order=950, icon="☺", prefix="/account"))
 add_nav(NavItem("docs", "接口文档", "/docs", roles=("admin", "steward"), order=900, icon="⚙",
                 prefix="/docs"))
 

@@ -206,7 +206,7 @@ def test_pages_request_nothing_but_localhost(page, server, codes):
     log_in(page, server, "admin")
     for path in ["/", "/map", "/geo/streets", f"/geo/streets/{codes.street}",
                  f"/geo/communities/{codes.community}", f"/geo/grids/{codes.grids[0]}",
-                 "/catalog/matters", "/catalog/departments", "/docs"]:
+                 "/catalog/matters", "/catalog/departments", "/account", "/docs"]:
         page.goto(server + path)
         if page.locator("[data-map]").count():
             page.wait_for_selector("[data-map][data-ready]")
