@@ -7,7 +7,11 @@ while the demo's fingerprint is unchanged):
 
 1. a fresh SQLite database gets the demo district (``build_demo`` with only the catalogue,
    users and appeals stages; full scale, or small with ``--quick``): the appeals stage
-   replays the year 2025 through the real case engine (``jiedao.cases.replay.replay_year``);
+   replays the year 2025 through the real case engine (``jiedao.cases.replay.replay_year``).
+   ``JIEDAO_BENCH_COCKPIT_BASE=/path/jiedao.sqlite`` takes an already built full demo
+   database as that year instead (copied with SQLite's backup API, read-only);
+   ``JIEDAO_BENCH_COCKPIT_SCALE=replicated`` (a fallback when no full year can be built in
+   time) uses the small year 600 times instead, 200 copies in each of the three years;
 2. two earlier years are made by copying that year's case rows — cases, assignments,
    transitions, follow-ups and events — with every timestamp shifted back by 364 and by 728
    days (whole weeks, so weekdays are kept), new ids, and case codes re-dated with a "-1" /
@@ -20,6 +24,7 @@ refresh, and every query kind the pages use, each timed as the median of 5 runs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import statistics
 import subprocess
@@ -82,8 +87,6 @@ def _copy_years(path: Path, copies: list[tuple[int, int]]) -> dict:
 def _source_key(scale: str) -> str:
     """A hash of what the cached database depends on: the demo generator, the case engine,
     the catalogue files, the migrations and the scale (not the cockpit's own code)."""
-    import hashlib
-
     import jiedao
 
     root = Path(jiedao.__file__).parent
@@ -108,6 +111,9 @@ def bench_db(quick: bool) -> Path:
     folder = Path(os.environ.get("JIEDAO_BENCH_DIR", "var/bench")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     fp = _source_key(scale)
+    if scale == "full" and os.environ.get("JIEDAO_BENCH_COCKPIT_BASE"):
+        base = Path(os.environ["JIEDAO_BENCH_COCKPIT_BASE"])
+        fp = "base" + hashlib.sha256(f"{base.resolve()}:{base.stat().st_mtime_ns}".encode()).hexdigest()[:8]
     path = folder / f"cockpit-{scale}-{fp}.sqlite"
     if path.exists():
         return path
@@ -117,11 +123,22 @@ def bench_db(quick: bool) -> Path:
     for p in folder.glob(tmp.name + "*"):
         p.unlink()
     t0 = time.perf_counter()
-    env = {**os.environ, "JIEDAO_HOME": str(folder / "home")}
-    env.setdefault("JIEDAO_SECRET_KEY", "bench-secret")
-    subprocess.run([sys.executable, "-c", BUILD, f"sqlite:///{tmp}", "full" if scale == "full" else "small"],
-                   env=env, check=True)
-    print(f"  demo year built in {time.perf_counter() - t0:.0f} s")
+    base = os.environ.get("JIEDAO_BENCH_COCKPIT_BASE")
+    if base and scale == "full":
+        # an existing full demo database (SQLite) is the base year: a consistent copy of it
+        import sqlite3
+
+        src, dst = sqlite3.connect(f"file:{base}?mode=ro", uri=True), sqlite3.connect(tmp)
+        src.backup(dst)
+        src.close()
+        dst.close()
+        print(f"  demo year copied from {base} in {time.perf_counter() - t0:.0f} s")
+    else:
+        env = {**os.environ, "JIEDAO_HOME": str(folder / "home")}
+        env.setdefault("JIEDAO_SECRET_KEY", "bench-secret")
+        subprocess.run([sys.executable, "-c", BUILD, f"sqlite:///{tmp}", "full" if scale == "full" else "small"],
+                       env=env, check=True)
+        print(f"  demo year built in {time.perf_counter() - t0:.0f} s")
     if scale == "replicated":  # the small year 600 times: 200 copies in each of the three years
         copies = [(n, 364 * (n % 3)) for n in range(1, REPLICAS)]
     else:

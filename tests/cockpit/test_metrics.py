@@ -325,3 +325,24 @@ def test_cli_refresh_prints_the_latest_month(demo_db):
     r = CliRunner().invoke(app, ["cockpit", "refresh"])
     assert r.exit_code == 0, r.output
     assert "镜像已同步" in r.output and "2025年12月" in r.output and "按时办结率" in r.output
+
+
+def test_mirror_file_locked_by_another_process_falls_back_to_memory(fresh_db, tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "locked.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "c.execute('CREATE TABLE x (i INT)'); print('ready', flush=True); time.sleep(60)", str(path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        m = Metrics(fresh_db, path=path, refresh_seconds=3600)
+        assert m.mirror.path is None  # in-memory for this process
+        assert m.refresh(force=True) == 0
+        assert m.latest_period() is None and m.summary("2025-06")["received"].value == 0
+        m.close()
+    finally:
+        holder.kill()
+        holder.wait()
