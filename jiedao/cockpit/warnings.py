@@ -826,7 +826,9 @@ def to_task(session: Session, warning_id: int, principal, *, actor: str, pipelin
         pipeline = get_pipeline()
     at = at or clock.now()
     cases = [c for c in session.scalars(select(Case).where(Case.id.in_((w.case_ids or [])[:200])))]
-    here = [c for c in cases if c.lon is not None and (w.grid_code is None or c.grid_code == w.grid_code)]
+    # the task's point: the average position of the warning's cases in its grid (none for a
+    # district-wide warning, which would otherwise land on whatever grid is in the middle)
+    here = [c for c in cases if c.lon is not None and w.grid_code and c.grid_code == w.grid_code]
     lon = sum(c.lon for c in here) / len(here) if here else None
     lat = sum(c.lat for c in here) / len(here) if here else None
     d = w.detail or {}

@@ -549,3 +549,47 @@ def test_cli_scan_prints_counts_and_is_idempotent(wdb, injected, demo_db):
         assert r.exit_code != 0
     finally:
         set_database(demo_db)
+
+
+def test_district_wide_warning_task_and_dismiss(wdb, injected, as_user):
+    """A district-wide warning (a new term spread over streets) becomes a task without a
+    made-up place; dismissing through the page needs the CSRF token and survives a re-scan."""
+    from jiedao.cases.models import Case
+    from jiedao.cases.runtime import get_pipeline
+    from jiedao.cockpit.models import CockpitWarning
+
+    with wdb.session() as s:
+        ids = list(s.scalars(select(Case.id).where(Case.channel == "hotline")
+                             .order_by(Case.received_at.desc()).limit(6)))
+        matter = s.get(Case, ids[0]).matter_code
+        now = injected["as_of"]
+        wide = CockpitWarning(key="new_term:测试词:test", kind="new_term", title="新词「测试词」上升",
+                              detail={"term": "测试词"}, matter_code=matter, window_start=now - timedelta(days=14),
+                              window_end=now, score=50, status="open", case_ids=ids, created_at=now,
+                              updated_at=now)
+        other = CockpitWarning(key="repeat_caller:test", kind="repeat_caller", title="来电人 测试",
+                               detail={}, street_code=s.get(Case, injected["ids"][0]).street_code,
+                               window_start=now - timedelta(days=30), window_end=now, score=10, status="open",
+                               case_ids=[], created_at=now, updated_at=now)
+        s.add_all([wide, other])
+        s.flush()
+        wide_id, other_id = wide.id, other.id
+    with wdb.session() as s:
+        case = W.to_task(s, wide_id, principal(wdb, "operator01"), actor="operator01", pipeline=get_pipeline())
+        assert case.channel == "proactive" and case.lon is None
+        assert case.state in ("analysed", "dispatched")
+    with wdb.session() as s:
+        assert s.get(CockpitWarning, wide_id).status == "tasked"
+    c = as_user("leader.001")
+    page = c.get(f"/cockpit/warnings/{other_id}", headers=HTML)
+    assert page.status_code == 200 and 'id="dismiss"' in page.text
+    assert c.post(f"/cockpit/warnings/{other_id}/dismiss", data={}, headers=HTML,
+                  follow_redirects=False).status_code == 403
+    r = c.post(f"/cockpit/warnings/{other_id}/dismiss", data={"csrf_token": _csrf(page.text)}, headers=HTML,
+               follow_redirects=False)
+    assert r.status_code == 303
+    assert "已忽略" in c.get(r.headers["location"], headers=HTML).text
+    with wdb.session() as s:
+        W.scan(s, as_of=injected["as_of"])
+    with wdb.session() as s:
+        assert s.get(CockpitWarning, other_id).status == "dismissed"
