@@ -982,7 +982,10 @@ def _chart_png(chart: Chart, width_in: float) -> bytes | None:
         height = max(2.4, 0.28 * n + 0.8) if chart.kind == "hbar" else 3.0
         fig, ax = plt.subplots(figsize=(width_in, height), dpi=160)
         try:
-            fmt = FuncFormatter(lambda v, _: f"{v:.0f}%" if chart.percent else f"{v:,.0f}")
+            vals = [v for _, ser in chart.series for v in ser if v is not None]
+            narrow = chart.percent and vals and max(vals) - min(vals) < 5
+            fmt = FuncFormatter(lambda v, _: (f"{v:.1f}%" if narrow else f"{v:.0f}%") if chart.percent
+                                else f"{v:,.0f}")
             if chart.kind == "hbar":
                 vals = [v or 0 for v in chart.series[0][1]]
                 ys = list(range(n))[::-1]
@@ -1113,11 +1116,16 @@ def render_docx(b: Briefing) -> bytes:
 def _meta_line(b: Briefing) -> str:
     s = f"统计范围：{b.scope_label} · 统计周期：{b.period.label} · 生成时间：{b.generated_at:%Y-%m-%d %H:%M}"
     if b.demo:
-        s += f" · {b.demo_label or '示例数据'}（合成数据，仅供演示）"
+        s += f" · {b.demo_label or '示例数据'}"
     return s
 
 
 # ---------------------------------------------------------------- PDF
+
+
+# first-line indent of two characters; no-break spaces, since fpdf2 wraps CJK text at the last
+# breakable space (an ideographic space) and would leave the indent alone on a line
+INDENT = "\u00a0" * 4
 
 
 class PdfUnavailable(ValidationError):
@@ -1168,10 +1176,10 @@ def render_pdf(b: Briefing) -> bytes:
         pdf.multi_cell(0, 9, s.title, new_x="LMARGIN", new_y="NEXT")
         pdf.set_font("cjk", "", 10.5)
         for ptext in s.paragraphs:
-            pdf.multi_cell(0, 6.4, "\u3000\u3000" + ptext, new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(0, 6.4, INDENT + ptext, new_x="LMARGIN", new_y="NEXT")
             pdf.ln(1.5)
         for i, item in enumerate(s.items, 1):
-            pdf.multi_cell(0, 6.4, f"\u3000\u3000{i}. {item}", new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(0, 6.4, f"{INDENT}{i}.\u00a0{item}", new_x="LMARGIN", new_y="NEXT")
             pdf.ln(1)
         for c in s.charts:
             png = chart_png(c)
