@@ -19,9 +19,10 @@ from ``jiedao/cockpit/data/warnings.yaml`` (or ``$JIEDAO_WARNINGS_CONFIG``), not
   ``min_weeks`` different weeks of the window, or at least ``reopen_min_cases`` cases of which
   one was reopened (不满意重办). One burst of many callers within a day is not recurrence.
 * **repeat_caller (重复来电)** — a caller with at least ``min_cases`` cases in the window.
-* **new_term (新词上升)** — jieba words of the appeal texts. The unit is the problem (a
-  duplicate cluster counts once): ``a`` of the ``n1`` problems of the last window contain the
-  word, ``b`` of the ``n0`` problems of the previous ``baseline_windows`` windows. Under "no
+* **new_term (新词上升)** — candidates are the jieba words of the last window's appeal
+  texts (stopwords, numbers and place names dropped). The unit is the problem (a duplicate
+  cluster counts once) and both windows count problems whose text contains the word (so the
+  baseline needs only substring look-ups): ``a`` of the ``n1`` problems of the last window, ``b`` of the ``n0`` problems of the previous ``baseline_windows`` windows. Under "no
   change" ``a | a+b ~ Binomial(a+b, n1/(n1+n0))`` (exact conditional test of two rates);
   one-sided p-value, BH over every word with ``a ≥ min_count``, and the rise ratio
   ``(a/n1) / ((b+0.5)/n0) ≥ min_ratio``. Dunning's log-likelihood ratio G² is reported too.
@@ -434,33 +435,48 @@ def detect_new_terms(rows: Sequence[CaseRow], as_of: datetime, cfg: dict, names:
     start = as_of - timedelta(days=days)
     cache = token_cache if token_cache is not None else {}
     cap = int(cfg.get("max_baseline_units", 0)) or None
-    units: list[dict[object, set[str]]] = [defaultdict(set), defaultdict(set)]  # current, baseline
-    unit_cases: dict[tuple[str, object], list[CaseRow]] = defaultdict(list)
     window = [r for r in rows if r.at <= as_of and _week_index(as_of, r.at, days) <= k]
-    if cap:
-        # a large baseline is represented by a deterministic random sample of its problems
-        base_units = {_unit(r) for r in window if _week_index(as_of, r.at, days) > 0}
-        if len(base_units) > cap:
-            keep = set(sorted(base_units, key=_unit_hash)[:cap])
-            window = [r for r in window if _week_index(as_of, r.at, days) == 0 or _unit(r) in keep]
+    units: list[dict[object, list[CaseRow]]] = [defaultdict(list), defaultdict(list)]  # current, baseline
     for r in window:
-        w = _week_index(as_of, r.at, days)
-        toks = cache.get(r.id)
-        if toks is None:
-            toks = cache[r.id] = tokens(r.text, stop, min_len, place_words)
-        unit = _unit(r)
-        side = 0 if w == 0 else 1
-        units[side][unit] |= toks
-        if side == 0:
-            for t in toks:
-                unit_cases[(t, unit)].append(r)
+        units[0 if _week_index(as_of, r.at, days) == 0 else 1][_unit(r)].append(r)
+    if cap and len(units[1]) > cap:
+        # a large baseline is represented by a deterministic random sample of its problems
+        keep = sorted(units[1], key=_unit_hash)[:cap]
+        units[1] = {u: units[1][u] for u in keep}
     n1, n0 = len(units[0]), len(units[1])
     if n1 == 0 or n0 == 0:
         return []
-    df1: Counter = Counter(t for toks in units[0].values() for t in toks)
-    df0: Counter = Counter(t for toks in units[1].values() for t in toks)
+    # candidates: the jieba words of the recent window found in at least min_count problems
+    token_df: Counter = Counter()
+    for rs in units[0].values():
+        toks: set[str] = set()
+        for r in rs:
+            t = cache.get(r.id)
+            if t is None:
+                t = cache[r.id] = tokens(r.text, stop, min_len, place_words)
+            toks |= t
+        token_df.update(toks)
+    cand_set = {t for t, c in token_df.items() if c >= cfg["min_count"]}
+    if not cand_set:
+        return []
+    # both windows are counted the same way: problems whose text contains the word (so the
+    # baseline needs no segmentation, only substring look-ups)
+    lengths = sorted({len(t) for t in cand_set})
+
+    def present(rs: list[CaseRow]) -> set[str]:
+        found_here: set[str] = set()
+        for r in rs:
+            text = r.text or ""
+            n = len(text)
+            found_here.update(g for ln in lengths for i in range(n - ln + 1)
+                              if (g := text[i:i + ln]) in cand_set)
+        return found_here
+
+    current_has = {u: present(rs) for u, rs in units[0].items()}
+    df1: Counter = Counter(t for ts in current_has.values() for t in ts)
+    df0: Counter = Counter(t for rs in units[1].values() for t in present(rs))
     share = n1 / (n1 + n0)
-    cands = [(t, a, df0.get(t, 0)) for t, a in df1.items() if a >= cfg["min_count"]]
+    cands = [(t, df1[t], df0.get(t, 0)) for t in sorted(cand_set)]
     ps = [float(binom.sf(a - 1, a + b, share)) for t, a, b in cands]
     qs = benjamini_hochberg(ps)
     found = []
@@ -472,7 +488,7 @@ def detect_new_terms(rows: Sequence[CaseRow], as_of: datetime, cfg: dict, names:
     found.sort()
     out = []
     for q, _, t, a, b, p, ratio in found[: int(cfg.get("max_terms", 30))]:
-        cases = [r for (term, _u), rs in unit_cases.items() if term == t for r in rs]
+        cases = [r for u, ts in current_has.items() if t in ts for r in units[0][u]]
         streets = Counter(r.street_code for r in cases if r.street_code)
         top_street, top_n = streets.most_common(1)[0] if streets else (None, 0)
         local = top_street is not None and top_n >= 0.6 * len(cases)
@@ -483,7 +499,7 @@ def detect_new_terms(rows: Sequence[CaseRow], as_of: datetime, cfg: dict, names:
             detail={"test": "binomial_conditional", "term": t, "observed": a, "units_current": n1,
                     "baseline": b, "units_baseline": n0, "expected": round((a + b) * share, 3),
                     "ratio": round(ratio, 2), "g2": round(_g2(a, n1, b, n0), 3), "statistic": a,
-                    "p": p, "q": q, "family_size": len(cands), "fdr": cfg["fdr"],
+                    "measure": "contains", "p": p, "q": q, "family_size": len(cands), "fdr": cfg["fdr"],
                     "min_count": cfg["min_count"], "min_ratio": cfg["min_ratio"],
                     "window_days": days, "baseline_windows": k,
                     "matters": {names.matter(m): c for m, c in matters.most_common(5)},
@@ -768,6 +784,7 @@ def explain(w: CockpitWarning) -> list[str]:
         ]
     if w.kind == "new_term":
         return [
+            "候选词取自近期诉求文本的 jieba 分词（去掉停用词、数字和地名）；两段时间都按“文本中含有该词”的问题数计。",
             f"检验方法：二项条件检验（比较两个比例）。近 {d.get('window_days')} 天的 {d.get('units_current')} 个问题中有 "
             f"{d.get('observed')} 个提到「{d.get('term')}」；之前 {d.get('baseline_windows')} 个同样长度周期的 "
             f"{d.get('units_baseline')} 个问题中有 {d.get('baseline')} 个（同一事件的多个来电计为一个问题）。",
