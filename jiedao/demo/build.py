@@ -28,10 +28,12 @@ CHUNK = 2000
 KEEP_TABLES = ("alembic_version", "jiedao_meta")
 DEMO_DIR = Path(__file__).resolve().parent
 PACKAGE_DIR = DEMO_DIR.parent
-# Packages whose source the demo's content depends on. A later stage that runs data through
-# another capability's engine (e.g. "cases", "hub") adds that package here, so a change to
-# the engine rebuilds the stored demo.
-FINGERPRINT_PACKAGES: tuple[str, ...] = ("demo", "cases", "hub", "cockpit")
+# Packages (or single files/folders, relative to the package root) whose source the demo's
+# content depends on. A later stage that runs data through another capability's engine
+# (e.g. "cases", "hub") adds it here, so a change to the engine rebuilds the stored demo.
+# Only the cockpit's warning scanner writes demo data, not its pages.
+FINGERPRINT_PACKAGES: tuple[str, ...] = (
+    "demo", "cases", "hub", "cockpit/warnings.py", "cockpit/models.py", "cockpit/data/warnings.yaml")
 FINGERPRINT_SUFFIXES = frozenset({".py", ".yaml", ".yml", ".csv", ".json", ".txt"})
 
 
@@ -60,9 +62,11 @@ def fingerprint(scale: str = "full", seed: int = DEFAULT_SEED) -> str:
     for pkg in FINGERPRINT_PACKAGES:
         root = PACKAGE_DIR / pkg
         # Data files count too: a district-editable YAML (linkage, survivorship, sources)
-        # changes what the stages produce just as code does.
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in FINGERPRINT_SUFFIXES
-                       and "__pycache__" not in p.parts)
+        # changes what the stages produce just as code does. Pages (routes, templates) don't.
+        found = [root] if root.is_file() else root.rglob("*")
+        files = sorted(p for p in found if p.is_file() and p.suffix in FINGERPRINT_SUFFIXES
+                       and "__pycache__" not in p.parts and "templates" not in p.parts
+                       and not p.name.startswith("routes"))
         for p in files:
             h.update(str(p.relative_to(PACKAGE_DIR)).encode() + b"\0" + p.read_bytes() + b"\0")
     cat = _catalog_dir()
