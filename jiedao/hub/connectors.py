@@ -147,7 +147,7 @@ class CsvReader(Reader):
             cells = self._next()
             if cells is None:
                 return
-            if not any(c.strip() for c in cells):
+            if not "".join(cells).strip():
                 continue
             if len(cells) != width:
                 extra = cells[width:]
