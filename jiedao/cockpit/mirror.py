@@ -197,6 +197,14 @@ class Mirror:
                 if not force and probe == self._probe and self.synced_at is not None:
                     self.synced_at = time.monotonic()
                     return 0
+                if not force and self.synced_at is None and repr(probe) == self._stored_probe():
+                    # a mirror file synced by an earlier process, nothing changed since
+                    self._read_labels(conn)
+                    with self.con.cursor() as c:
+                        self.as_of, self.first_at = c.execute(
+                            "SELECT MAX(updated_at), MIN(received_at) FROM cf").fetchall()[0]
+                    self._probe, self.synced_at = probe, time.monotonic()
+                    return 0
                 self._read_labels(conn)
                 keys = pd.DataFrame(_raw_rows(conn, "SELECT id, version, code FROM cases_case"),
                                     columns=["id", "version", "code"])
@@ -232,6 +240,7 @@ class Mirror:
                 as_of = cur.execute("SELECT MAX(updated_at) FROM cf").fetchall()[0][0]
                 if changed or as_of != self.as_of:
                     self._update_flags(cur, as_of)
+                cur.execute("INSERT OR REPLACE INTO mirror_meta VALUES ('probe', ?)", [repr(probe)])
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -244,6 +253,11 @@ class Mirror:
             self.timings = {"keys": t_keys - t0, "read": t_read - t_keys, "build": t1 - t_read,
                             "total": t1 - t0, "changed": len(changed), "deleted": len(deleted)}
             return len(changed) + len(deleted)
+
+    def _stored_probe(self) -> str | None:
+        with self.con.cursor() as c:
+            rows = c.execute("SELECT value FROM mirror_meta WHERE key = 'probe'").fetchall()
+        return rows[0][0] if rows else None
 
     def _read_labels(self, conn: sa.Connection) -> None:
         from jiedao.cases.models import CHANNELS

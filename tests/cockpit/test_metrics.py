@@ -307,6 +307,15 @@ def test_incremental_refresh_sees_actions_new_and_deleted_cases(fresh_db, tmp_pa
     assert m2.refresh(force=True) == 0  # the file kept the mirror
     assert m2.summary(p)["received"].value == 2
     m2.close()
+    m3 = Metrics(db, path=path, refresh_seconds=3600)  # a restarted server: no key diff needed
+    assert m3.refresh() == 0 and m3.mirror.timings == {}
+    assert m3.summary(p)["received"].value == 2 and m3.as_of is not None
+    with db.session() as s:
+        service.act(s, c3.id, "analyse", actor="op", at=at + timedelta(hours=2))
+    m3.close()
+    m4 = Metrics(db, path=path, refresh_seconds=3600)  # changed while no process watched
+    assert m4.refresh() == 1
+    m4.close()
 
 
 def test_cli_refresh_prints_the_latest_month(demo_db):
