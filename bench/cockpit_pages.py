@@ -1,7 +1,7 @@
 """Cockpit pages' server time over three years of demo cases (about 900,000; target ≤ 1 s).
 
 Uses the three-year database that ``bench/cockpit.py`` builds and caches under ``var/bench/``
-(full scale, or small with ``--quick``). The app is served in this process and each page is
+(full scale, or small with ``--quick``; ``JIEDAO_BENCH_PAGES_DB=<file>`` uses that SQLite file). The app is served in this process and each page is
 requested through Starlette's TestClient by a logged-in user (the real /login form): the time
 is the whole server work — metrics queries, database reads and template rendering — without
 a network. Each page: the median of 3 requests after one warm-up request (the first request
@@ -45,9 +45,12 @@ def run(quick: bool = False) -> list[dict]:
     import tempfile
 
     cb = _cockpit_bench()
-    path = cb.bench_db(quick)
     mode = cb._mode(quick) if hasattr(cb, "_mode") else ("small" if quick else "full")
     scale = {"small": "small×3", "full": "full×3", "replicated": "small×600"}.get(mode, mode)
+    given = os.environ.get("JIEDAO_BENCH_PAGES_DB")  # an already built database file
+    path = Path(given) if given else cb.bench_db(quick)
+    if given:
+        scale = Path(given).stem
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("JIEDAO_SECRET_KEY", "bench-secret")
         os.environ["JIEDAO_HOME"] = tmp  # the mirror goes to a fresh folder

@@ -367,14 +367,29 @@ def sla_lists(request: Request, s: Session, p: Principal, limit: int = 10) -> di
     from jiedao.catalog.calendar import get_calendar
 
     now = clock.now()
-    base = (select(Assignment, Case.code, Case.title, Case.street_code)
-            .join(Case, Case.id == Assignment.case_id).where(Assignment.state.in_(OPEN_STATES)))
-    if p.scope_level == "department":
-        base = base.where(Assignment.department_code == p.scope_code)
+    # Scope on the joined case row (as jiedao.cases.queries.restrict_cases: a street also sees
+    # its street office's assignments), written as plain conditions so the open-state index
+    # drives the query at any size.
+    conds = [Assignment.state.in_(OPEN_STATES)]
+    need_case = False
+    if p.scope_level == "department":  # coalesce: let the state index lead, not the department's
+        conds.append(func.coalesce(Assignment.department_code, "") == p.scope_code)
+    elif p.scope_level == "street":
+        conds.append(or_(Case.street_code == p.scope_code,
+                         Assignment.department_code == "JD" + p.scope_code))
+        need_case = True
+    elif p.scope_level == "community":
+        conds.append(Case.community_code == p.scope_code)
+        need_case = True
     elif p.scope_level != "district":
-        base = base.where(Assignment.case_id.in_(q.restrict_cases(select(Case.id), p)))
+        conds.append(Assignment.id.is_(None))
+    base = (select(Assignment, Case.code, Case.title, Case.street_code)
+            .join(Case, Case.id == Assignment.case_id).where(*conds))
     late = or_(Assignment.overdue.is_(True), Assignment.deadline <= now)
-    n_overdue = s.scalar(select(func.count()).select_from(base.where(late).subquery())) or 0
+    count = select(func.count()).select_from(Assignment)
+    if need_case:
+        count = count.join(Case, Case.id == Assignment.case_id)
+    n_overdue = s.scalar(count.where(*conds, late)) or 0
     depts = q.department_names(s)
 
     def row(a, code, title, sla=None):
@@ -383,8 +398,8 @@ def sla_lists(request: Request, s: Session, p: Principal, limit: int = 10) -> di
                 "deadline": a.deadline, "sla": sla}
 
     overdue = []
-    for a, c, t, _ in s.execute(base.where(late).order_by(Assignment.deadline, Assignment.id)
-                                .limit(limit)):
+    by_deadline = (func.coalesce(Assignment.deadline, Assignment.dispatched_at), Assignment.id)
+    for a, c, t, _ in s.execute(base.where(late).order_by(*by_deadline).limit(limit)):
         # natural time past the deadline (working time over months of holidays is slow and
         # says little more at this distance)
         days = (now - a.deadline).days
@@ -396,8 +411,7 @@ def sla_lists(request: Request, s: Session, p: Principal, limit: int = 10) -> di
     n_warned = 0
     # the open assignments nearest their deadline; the warning (≥ 75 % of the allowed working
     # time used, or flagged by the SLA sweep) as the inbox computes it
-    for a, c, t, _ in s.execute(base.where(~late).order_by(Assignment.deadline, Assignment.id)
-                                .limit(WARN_SCAN)):
+    for a, c, t, _ in s.execute(base.where(~late).order_by(*by_deadline).limit(WARN_SCAN)):
         st = q.sla_status(cal, a, now)
         if st.warned and not st.overdue:
             n_warned += 1
