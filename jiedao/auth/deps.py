@@ -66,6 +66,19 @@ def _bearer(request: Request) -> str | None:
     return None
 
 
+bearer_token = _bearer  # the raw bearer token of a request, or None
+
+
+def set_principal(request: Request, principal: Principal | None, via: str | None,
+                  csrf: str | None = None) -> None:
+    """Record who calls on ``request.state`` (as :func:`get_principal` does), for a route that
+    authenticated the caller itself (e.g. inside its own transaction)."""
+    request.state.principal = principal
+    request.state.csrf_token = csrf
+    request.state.auth_via = via if principal is not None else None
+    request.state._principal_loaded = True
+
+
 def get_principal(request: Request) -> Principal | None:
     """The calling Principal (session cookie or bearer token), or None; cached per request.
 
@@ -92,10 +105,7 @@ def get_principal(request: Request) -> Principal | None:
                 ws = service.get_session(s, raw)
                 if ws is not None:
                     principal, csrf, via = service.principal_for(ws.user), ws.csrf_token, "session"
-    request.state.principal = principal
-    request.state.csrf_token = csrf
-    request.state.auth_via = via
-    request.state._principal_loaded = True
+    set_principal(request, principal, via, csrf)
     return principal
 
 

@@ -35,7 +35,15 @@ from sqlalchemy.orm import Session
 
 from jiedao import clock
 from jiedao.auth import audit
-from jiedao.auth.deps import client_ip, csrf_protect, require_user
+from jiedao.auth import service as auth_service
+from jiedao.auth.deps import (
+    bearer_token,
+    client_ip,
+    csrf_protect,
+    get_principal,
+    require_user,
+    set_principal,
+)
 from jiedao.auth.scope import Principal, is_visible, restrict
 from jiedao.cases import intake, service
 from jiedao.cases import workflow as wf
@@ -285,8 +293,9 @@ def check_case_visible(p: Principal, case: Case) -> None:
         raise PermissionDenied("无权查看：该工单不在您的数据范围内")
 
 
-def _names(s: Session, model, codes, catalog=None) -> dict[str, str]:
-    """code → name, from the in-memory catalogue when given, else (or for misses) the DB."""
+def _names(s: Session, model, codes, catalog=None, cache: dict | None = None) -> dict[str, str]:
+    """code → name, from the in-memory catalogue when given, else (or for misses) the DB;
+    ``cache`` (the pipeline's, rebuilt with it) keeps what the DB said (street offices)."""
     codes = {c for c in codes if c}
     out: dict[str, str] = {}
     if catalog is not None:
@@ -295,8 +304,16 @@ def _names(s: Session, model, codes, catalog=None) -> dict[str, str]:
             if c in lookup:
                 out[c] = lookup[c].name
     missing = codes - set(out)
+    if missing and cache is not None:
+        for c in list(missing):
+            if (model.__tablename__, c) in cache:
+                out[c] = cache[(model.__tablename__, c)]
+                missing.discard(c)
     if missing:
-        out.update(s.execute(select(model.code, model.name).where(model.code.in_(missing))).all())
+        found = dict(s.execute(select(model.code, model.name).where(model.code.in_(missing))).all())
+        out.update(found)
+        if cache is not None:
+            cache.update({(model.__tablename__, c): n for c, n in found.items()})
     return out
 
 
@@ -313,11 +330,11 @@ def case_summary(case: Case, matter_names: dict[str, str]) -> CaseSummary:
 
 
 def case_detail(s: Session, case: Case, *, unmask: bool = False, catalog=None,
-                new: bool = False) -> CaseDetail:
-    """The API shape of one case (caller masked unless ``unmask``). ``catalog`` saves the
-    name look-ups; ``new`` (a case just created) skips the follow-up query."""
-    depts = _names(s, Department, [a.department_code for a in case.assignments], catalog)
-    matters = _names(s, Matter, [case.matter_code], catalog)
+                new: bool = False, names: dict | None = None) -> CaseDetail:
+    """The API shape of one case (caller masked unless ``unmask``). ``catalog`` and ``names``
+    save the name look-ups; ``new`` (a case just created) skips the follow-up query."""
+    depts = _names(s, Department, [a.department_code for a in case.assignments], catalog, names)
+    matters = _names(s, Matter, [case.matter_code], catalog, names)
     caller = None
     if case.caller is not None:
         c = case.caller
@@ -360,37 +377,65 @@ def _jsonable(model: BaseModel, status: int) -> JSONResponse:
 # ---------------------------------------------------------------- domain functions
 
 
-def intake_case(db, pipeline, principal: Principal, body: CaseIn,
-                idempotency_key: str | None) -> tuple[CaseDetail, bool]:
+def intake_case(db, pipeline, principal: Principal | None, body: CaseIn,
+                idempotency_key: str | None, *, bearer: str | None = None,
+                request: Request | None = None) -> tuple[CaseDetail, bool]:
     """Submit ``body`` through the pipeline and COMMIT; returns (detail, created).
 
-    A concurrent request with the same idempotency key loses the unique-key race at insert
-    time; it then finds and returns the winner's case.
+    ``idempotency_key`` is the client's key; it is stored per user (``api:<user id>:<key>``).
+    With ``bearer`` (a raw API token) the caller is authenticated inside the intake's own
+    transaction — one SELECT, no separate connection — instead of being given as
+    ``principal``. The first attempt does not look the key up: on PostgreSQL the insert skips
+    a taken key (:class:`~jiedao.cases.service.KeyTaken`), and a retry of the request — or a
+    concurrent twin that lost the unique-key race — then finds and returns the first case.
     """
-    actor = audit.actor_for(principal)
-    fields = dict(phone=body.phone or None, name=body.name or None,
-                  enterprise=body.enterprise or None, location_text=body.location_text or None,
-                  lon=body.lon, lat=body.lat, kind=body.kind, idempotency_key=idempotency_key)
     probs = service.validate_intake(text=body.text, channel=body.channel, kind=body.kind,
                                     urgency=body.urgency or "一般", lon=body.lon, lat=body.lat)
-    if probs:
-        raise unprocessable(probs)
     for attempt in range(3):
         try:
             with db.session() as s:
+                p = principal
+                if bearer is not None:
+                    p = auth_service.principal_for_bearer(s.connection(), bearer)
+                    if request is not None:
+                        set_principal(request, p, "token")
+                        require_user(request, p)  # 401 unless the token is live
+                    elif p is None:
+                        raise PermissionDenied("API 令牌无效或已撤销")
+                key = _intake_key(p, idempotency_key)
+                if probs:
+                    raise unprocessable(probs)
                 case, created = intake.submit(
                     s, pipeline.analyzer, pipeline.dispatcher, text=body.text,
-                    channel=body.channel, actor=actor, auto_dispatch=body.auto_dispatch,
-                    urgency=body.urgency, **fields)
+                    channel=body.channel, actor=audit.actor_for(p),
+                    auto_dispatch=body.auto_dispatch, urgency=body.urgency,
+                    phone=body.phone or None, name=body.name or None,
+                    enterprise=body.enterprise or None, location_text=body.location_text or None,
+                    lon=body.lon, lat=body.lat, kind=body.kind, idempotency_key=key,
+                    check_key=attempt > 0)
                 detail = case_detail(s, case, catalog=getattr(pipeline, "catalog", None),
-                                     new=created)
+                                     new=created, names=getattr(pipeline, "names", None))
             return detail, created  # committed: the with-block has exited
         except ValidationError as e:
             raise unprocessable(e.problems) from None
+        except service.KeyTaken:
+            continue  # rolled back: the next attempt looks the key up and answers its case
         except IntegrityError:
             if not idempotency_key or attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+def _intake_key(p: Principal, idempotency_key: str | None) -> str | None:
+    """Who may take cases in, and the stored form of their idempotency key."""
+    if p.role not in INTAKE_ROLES:
+        raise PermissionDenied("无权受理诉求")
+    if idempotency_key is None:
+        return None
+    if not IDEMPOTENCY_RE.match(idempotency_key):
+        raise unprocessable(Problem("幂等键必须是 1–80 个可见 ASCII 字符", field="Idempotency-Key"),
+                            where=None)
+    return f"api:{p.user_id}:{idempotency_key}"
 
 
 def list_cases(s: Session, p: Principal, *, state=None, matter=None, street=None, community=None,
@@ -549,21 +594,19 @@ ERRORS = {401: {"description": "未登录"}, 403: {"description": "无权限或�
 def api_create_case(
     request: Request,
     body: CaseIn,
-    p: User,
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key", description="客户端生成的唯一键（≤80 个可见 ASCII 字符）；"
         "重试时带同一个键不会产生第二个工单")] = None,
 ):
-    """Take in one case. It is committed before this answers 201 (or 200 for a retry)."""
-    if p.role not in INTAKE_ROLES:
-        raise PermissionDenied("无权受理诉求")
-    key = None
-    if idempotency_key is not None:
-        if not IDEMPOTENCY_RE.match(idempotency_key):
-            raise unprocessable(Problem("幂等键必须是 1–80 个可见 ASCII 字符",
-                                        field="Idempotency-Key"), where=None)
-        key = f"api:{p.user_id}:{idempotency_key}"
-    detail, created = intake_case(request.app.state.db, get_pipeline(request.app), p, body, key)
+    """Take in one case. It is committed before this answers 201 (or 200 for a retry).
+
+    Bearer-token callers (integrations, the hotline system) are authenticated inside the
+    intake's transaction; browser sessions as everywhere else (CSRF checked by the router).
+    """
+    bearer = bearer_token(request)
+    principal = None if bearer is not None else require_user(request, get_principal(request))
+    detail, created = intake_case(request.app.state.db, get_pipeline(request.app), principal,
+                                  body, idempotency_key, bearer=bearer, request=request)
     return _jsonable(detail, 201 if created else 200)
 
 

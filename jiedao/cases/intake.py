@@ -57,7 +57,7 @@ def submit(session: Session, analyzer: Analyzer, dispatcher: Dispatcher, *, text
     """Take in one case and run it through analysis and, when nothing is in doubt, dispatch.
 
     ``fields`` are passed to :func:`jiedao.cases.service.create_case` (phone, name,
-    location_text, lon, lat, kind, idempotency_key…). Returns (case, created).
+    location_text, lon, lat, kind, idempotency_key, check_key…). Returns (case, created).
     """
     at = at or clock.now()
     case, created = service.create_case(session, text=text, channel=channel, actor=actor,

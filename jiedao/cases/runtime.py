@@ -13,7 +13,7 @@ and shared. ``reload()`` rebuilds it after ``jiedao train`` or a change of the g
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jiedao.cases.analysis.analyzer import AnalysisConfig, Analyzer
 from jiedao.cases.analysis.classifier import Thresholds
@@ -31,6 +31,9 @@ class CasePipeline:
     catalog: Catalog
     calendar: WorkCalendar
     database: object | None = None  # the jiedao.db.Database it was built from
+    # (table, code) → name of departments/matters the catalogue does not hold (street
+    # offices), as read from the database once; rebuilt with the pipeline
+    names: dict = field(default_factory=dict)
 
     def submit(self, session, **kwargs):
         """:func:`jiedao.cases.intake.submit` with this pipeline's analyzer and dispatcher."""
@@ -49,6 +52,7 @@ class CasePipeline:
         fresh = build_pipeline(self.database)
         self.analyzer, self.dispatcher = fresh.analyzer, fresh.dispatcher
         self.catalog, self.calendar = fresh.catalog, fresh.calendar
+        self.names = {}
         return self
 
 

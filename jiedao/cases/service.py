@@ -77,18 +77,28 @@ def count_call(session: Session, phone: str, name: str | None, at: datetime,
     name and first-seen time. Two concurrent first calls from one phone cannot both insert.
     """
     phone = normalise_phone(phone)
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    table = Caller.__table__
-    stmt = dialect_insert(table).values(
-        phone_hash=phone_hash(phone), phone=phone, name=name, enterprise=enterprise,
-        first_seen=at, case_count=1)
-    stmt = stmt.on_conflict_do_update(index_elements=[table.c.phone_hash],
-                                      set_={"case_count": table.c.case_count + 1})
-    row = session.connection().execute(stmt.returning(*table.c)).one()._asdict()
+    row = session.connection().execute(_caller_upsert(session.get_bind().dialect.name), {
+        "phone_hash": phone_hash(phone), "phone": phone, "name": name, "enterprise": enterprise,
+        "first_seen": at, "case_count": 1}).one()._asdict()
     return _adopt_row(session, Caller, row)
+
+
+_UPSERTS: dict[str, object] = {}
+
+
+def _caller_upsert(dialect: str):
+    """The caller upsert statement of a dialect, built once (a cached compiled form)."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        table = Caller.__table__
+        stmt = _UPSERTS[dialect] = dialect_insert(table).on_conflict_do_update(
+            index_elements=[table.c.phone_hash], set_={"case_count": table.c.case_count + 1},
+        ).returning(*table.c)
+    return stmt
 
 
 def _adopt_row(session: Session, model, row: dict):
@@ -159,7 +169,7 @@ def create_case(session: Session, *, text: str, channel: str, actor: str, kind: 
                 urgency: str = "一般", phone: str | None = None, name: str | None = None,
                 enterprise: str | None = None, location_text: str | None = None, lon=None, lat=None,
                 idempotency_key: str | None = None, at: datetime | None = None,
-                flush: bool = True) -> tuple[Case, bool]:
+                flush: bool = True, check_key: bool = True) -> tuple[Case, bool]:
     """Record a new case in state *received*. Returns (case, created).
 
     With an ``idempotency_key`` a retry returns the case created the first time instead of a
@@ -167,9 +177,11 @@ def create_case(session: Session, *, text: str, channel: str, actor: str, kind: 
     caller's transaction commit is what makes the case durable; acknowledge only after it.
     ``flush=False`` returns the new case outside the session (no id yet; ``caller_id`` is
     set) so that intake writes it once, with everything the analysis adds, by
-    :func:`write_new_case`.
+    :func:`write_new_case`. ``check_key=False`` (with ``flush=False``, on PostgreSQL) skips
+    the look-up of the key: the write then skips a taken key and raises :class:`KeyTaken`
+    (roll back and retry with the look-up) — one round trip less for the usual fresh key.
     """
-    if idempotency_key:
+    if idempotency_key and (check_key or flush or session.get_bind().dialect.name != "postgresql"):
         existing = case_by_key(session, idempotency_key)
         if existing is not None:
             return existing, False
@@ -196,39 +208,70 @@ def create_case(session: Session, *, text: str, channel: str, actor: str, kind: 
 
 # -- one statement for a new case with its assignments and transition log (PostgreSQL)
 
-_WRITE_SQL: dict[tuple[int, int], str] = {}
-_WRITE_COLS: dict = {}
+_WRITE: dict = {}
 
 
-def _write_columns(dialect, table, skip=("id",)):
-    """(column, SQL cast, bind processor) of ``table`` for the one-statement write, cached."""
-    key = (dialect.name, table.name)
-    cols = _WRITE_COLS.get(key)
-    if cols is None:
-        cols = []
-        for col in table.columns:
-            if col.name in skip:
-                continue
+class KeyTaken(Exception):
+    """The idempotency key of a new case is already taken (by a committed or a concurrent
+    intake); nothing was written. Roll back and look the key up (``check_key=True``)."""
+
+
+def _write_plan(dialect):
+    """(SQL, case columns with bind processors, child columns) of the one-statement write.
+
+    The case row is 30 parameters; each child table is ONE JSON parameter expanded by
+    ``json_to_recordset`` — so the SQL is the same whatever the number of assignments and
+    transitions, short and with few parameters: psycopg caches its parsing and prepares it
+    on the server after a few uses.
+    """
+    plan = _WRITE.get(dialect.name)
+    if plan is not None:
+        return plan
+    ctab, atab, ttab = Case.__table__, Assignment.__table__, TransitionLog.__table__
+    ccols = []
+    for col in ctab.columns:
+        if col.name != "id":
             impl = col.type.dialect_impl(dialect)
-            cols.append((col, dialect.type_compiler_instance.process(col.type),
-                         impl.bind_processor(dialect)))
-        _WRITE_COLS[key] = cols
-    return cols
+            ccols.append((col, impl.bind_processor(dialect)))
+    children = {}
+    parts = [f"c AS (INSERT INTO {ctab.name} ({', '.join(c.name for c, _p in ccols)}) "
+             f"VALUES ({', '.join(['%s'] * len(ccols))}) "
+             "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id)"]
+    for alias, table in (("a", atab), ("t", ttab)):
+        cols = [c for c in table.columns if c.name not in ("id", "case_id")]
+        children[alias] = cols
+        names = ", ".join(c.name for c in cols)
+        spec = ", ".join(f"{c.name} {dialect.type_compiler_instance.process(c.type)}" for c in cols)
+        parts.append(f"{alias} AS (INSERT INTO {table.name} (case_id, {names}) SELECT c.id, "
+                     f"{', '.join('x.' + c.name for c in cols)} FROM c, "
+                     f"json_to_recordset(%s::json) AS x({spec}) RETURNING id, seq)")
+    sql = ("WITH " + ", ".join(parts) + " SELECT (SELECT id FROM c), "
+           "(SELECT array_agg(id ORDER BY seq) FROM a), (SELECT array_agg(id ORDER BY seq) FROM t)")
+    plan = _WRITE[dialect.name] = (sql, ccols, children)
+    return plan
 
 
-def _values(obj, cols) -> list:
-    """Column values of a new ORM object for a Core insert; unset columns get their scalar
-    default, set on the object too so that it holds every column once adopted."""
-    out = []
-    for col, _cast, proc in cols:
-        if col.key in obj.__dict__:
-            v = obj.__dict__[col.key]
-        else:
-            d = col.default
-            v = d.arg if d is not None else None
-            setattr(obj, col.key, v)
-        out.append(proc(v) if proc is not None and v is not None else v)
-    return out
+def _value(obj, col):
+    """A column's value on a new ORM object; an unset column gets its scalar default, set on
+    the object too so that it holds every column once adopted by the session."""
+    if col.key in obj.__dict__:
+        return obj.__dict__[col.key]
+    v = col.default.arg if col.default is not None else None
+    setattr(obj, col.key, v)
+    return v
+
+
+def _json_rows(objs, cols) -> str:
+    import json
+
+    rows = []
+    for obj in objs:
+        row = {}
+        for col in cols:
+            v = _value(obj, col)
+            row[col.name] = v.isoformat() if isinstance(v, datetime) else v
+        rows.append(row)
+    return json.dumps(rows, ensure_ascii=False)
 
 
 def _can_write_in_one(session: Session, case: Case) -> bool:
@@ -240,18 +283,21 @@ def _can_write_in_one(session: Session, case: Case) -> bool:
         for col in table.columns:
             if col.default is not None and not col.default.is_scalar:
                 return False
-    return not any(a.extensions for a in case.assignments)
+    seqs = [a.seq for a in case.assignments], [t.seq for t in case.transitions]
+    return (not any(a.extensions for a in case.assignments)
+            and all(len(set(x)) == len(x) for x in seqs))
 
 
 def write_new_case(session: Session, case: Case) -> None:
     """Write a new case built in memory (``create_case(flush=False)``) with its assignments and
     transitions; the case is then a persistent object of ``session`` with its id.
 
-    On PostgreSQL this is ONE statement — ``WITH c AS (INSERT … RETURNING id), a0 AS (INSERT
-    INTO cases_assignment … SELECT c.id, … FROM c), t0 AS (…) SELECT ids`` — and the objects
-    are adopted by the session as if just loaded (no ORM unit of work, no reload). Elsewhere
-    (SQLite: no round trips to save) the ORM flushes them (three statements). Either way a
-    duplicate idempotency key raises IntegrityError here or at commit.
+    On PostgreSQL this is ONE statement — ``WITH c AS (INSERT … RETURNING id), a AS (INSERT
+    INTO cases_assignment SELECT c.id, x.* FROM c, json_to_recordset(…)), t AS (…) SELECT
+    ids`` — and the objects are adopted by the session as if just loaded (no ORM unit of
+    work, no reload). Elsewhere (SQLite: no round trips to save) the ORM flushes them (three
+    statements). A taken idempotency key raises :class:`KeyTaken` (PostgreSQL: the insert
+    does nothing) or IntegrityError (here or at commit); nothing of the case is written.
     """
     from sqlalchemy.orm import make_transient_to_detached
 
@@ -259,42 +305,22 @@ def write_new_case(session: Session, case: Case) -> None:
         session.add(case)
         session.flush()
         return
-    dialect = session.get_bind().dialect
-    ccols = _write_columns(dialect, Case.__table__)
-    acols = _write_columns(dialect, Assignment.__table__, skip=("id", "case_id"))
-    tcols = _write_columns(dialect, TransitionLog.__table__, skip=("id", "case_id"))
-    shape = (len(case.assignments), len(case.transitions))
-    sql = _WRITE_SQL.get(shape)
-    if sql is None:
-        def ph(cols):
-            return ", ".join(f"%s::{cast}" for _c, cast, _p in cols)
-
-        def names(cols):
-            return ", ".join(c.name for c, _cast, _p in cols)
-
-        parts = [f"c AS (INSERT INTO {Case.__table__.name} ({names(ccols)}) VALUES ({ph(ccols)}) "
-                 "RETURNING id)"]
-        ctes = ["c"]
-        for prefix, table, cols, n in (("a", Assignment.__table__, acols, shape[0]),
-                                       ("t", TransitionLog.__table__, tcols, shape[1])):
-            for i in range(n):
-                parts.append(f"{prefix}{i} AS (INSERT INTO {table.name} (case_id, {names(cols)}) "
-                             f"SELECT c.id, {ph(cols)} FROM c RETURNING id)")
-                ctes.append(f"{prefix}{i}")
-        sql = _WRITE_SQL[shape] = (
-            "WITH " + ", ".join(parts) + " SELECT " + ", ".join(f"{c}.id" for c in ctes)
-            + " FROM " + ", ".join(ctes))
-    params = _values(case, ccols)
-    for a in case.assignments:
-        params += _values(a, acols)
-    for t in case.transitions:
-        params += _values(t, tcols)
-    ids = session.connection().exec_driver_sql(sql, tuple(params)).one()
-    case.id = ids[0]
-    children = [*case.assignments, *case.transitions]
-    for obj, new_id in zip(children, ids[1:], strict=True):
-        obj.id, obj.case_id = new_id, case.id
-    for obj in (case, *children):
+    sql, ccols, children = _write_plan(session.get_bind().dialect)
+    params = []
+    for col, proc in ccols:
+        v = _value(case, col)
+        params.append(proc(v) if proc is not None and v is not None else v)
+    params.append(_json_rows(case.assignments, children["a"]))
+    params.append(_json_rows(case.transitions, children["t"]))
+    case_id, a_ids, t_ids = session.connection().exec_driver_sql(sql, tuple(params)).one()
+    if case_id is None:
+        raise KeyTaken(case.idempotency_key)
+    case.id = case_id
+    for objs, ids in ((case.assignments, a_ids), (case.transitions, t_ids)):
+        ordered = sorted(objs, key=lambda o: o.seq)
+        for obj, new_id in zip(ordered, ids or (), strict=True):
+            obj.id, obj.case_id = new_id, case_id
+    for obj in (case, *case.assignments, *case.transitions):
         make_transient_to_detached(obj)
     session.add(case)
 

@@ -7,7 +7,7 @@ without a person looking at it (``auto_dispatchable``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 
 from jiedao.cases.dispatch import Suggestion
 
@@ -52,7 +52,23 @@ class Analysis:
         return not self.needs_confirmation and self.suggestion is not None and self.suggestion.complete
 
     def to_card(self) -> dict:
-        """JSON-able form stored on the case and rendered on the analysis card."""
-        d = asdict(self)
+        """JSON-able form stored on the case and rendered on the analysis card (what
+        ``dataclasses.asdict`` gives, without its deep copy of every leaf value)."""
+        d = _plain(self)
         d["auto_dispatchable"] = self.auto_dispatchable
         return d
+
+
+def _plain(v):
+    """``dataclasses.asdict`` for the card's values: dataclasses become dicts, containers are
+    rebuilt, leaves (str, numbers, None) are shared rather than deep-copied."""
+    if is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _plain(getattr(v, f.name)) for f in fields(v)}
+    if isinstance(v, tuple):
+        items = [_plain(x) for x in v]
+        return type(v)(*items) if hasattr(v, "_fields") else tuple(items)
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {_plain(k): _plain(x) for k, x in v.items()}
+    return v
