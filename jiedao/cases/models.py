@@ -117,7 +117,12 @@ class Case(Base):
     # The service sets version itself (old + 1) on every action, so the UPDATE always runs
     # and carries WHERE version = old even when only child rows changed.
     __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
-    __table_args__ = (Index("ix_cases_case_street_received", "street_code", "received_at"),)
+    __table_args__ = (
+        Index("ix_cases_case_street_received", "street_code", "received_at"),
+        # Lets the cockpit mirror compare (id, version, code) of every case from the index
+        # alone instead of scanning the wide case rows.
+        Index("ix_cases_case_id_version_code", "id", "version", "code"),
+    )
 
 
 class Assignment(Base):
