@@ -592,15 +592,12 @@ def cockpit_home(request: Request, p: User, s: DB, period: PeriodQ = None, grain
     ctx, tables = dashboard(request, s, p, m, per, g, filters={}, children=children,
                             map_parent=map_parent, base_url="/cockpit")
     if per is not None:
-        rows = m.breakdown(per, "category", principal=p, compare=True)
+        keys = ["received", "close_ontime", "resolved", "satisfied", "repeat"]
+        rows = m.breakdown(per, "category", principal=p, metrics=keys, compare=False)
         top = metric_table("top_matters", "高频事项 Top 10", rows, "category", per, {},
-                           metric_keys=["received", "close_ontime", "resolved", "satisfied",
-                                        "repeat"], sort_by="received", limit=10)
+                           metric_keys=keys, sort_by="received", limit=10)
         tables.append(top)
         ctx["top"] = top.key
-        ctx["changes"] = {r.code: fmt_change(metric_defs()["received"], r.values["received"].value,
-                                             r.values["received"].previous)
-                          for r in rows if "received" in r.values}
     ctx["sla"] = sla_lists(request, s, p)
     ctx["warnings"] = early_warnings(request, p)
     ctx["title"] = scope_title(request, p)
