@@ -343,6 +343,17 @@ def test_cli_builds_and_exports(fresh_db, tmp_path):
         res = runner.invoke(app, ["demo", "--small", "--quiet"])
         assert res.exit_code == 0, res.output
         assert "jiedao2026" in res.output and "jiedao serve" in res.output
+        # the cockpit's mirror was synced by the build: the first page does not pay for it
+        from jiedao.cockpit.metrics import Metrics
+        from jiedao.cockpit.mirror import default_path
+
+        assert default_path(fresh_db.url).exists()
+        with fresh_db.session() as s:
+            n_cases = s.scalar(sa.text("SELECT count(*) FROM cases_case"))
+        metrics = Metrics.for_database(fresh_db)
+        assert metrics.mirror.synced_at is not None
+        year = metrics.latest_period("year")
+        assert n_cases > 0 and metrics.summary(year)["received"].numerator == n_cases
         out = tmp_path / "grids.geojson"
         res = runner.invoke(app, ["demo", "export-geojson", "--level", "grid", str(out)])
         assert res.exit_code == 0, res.output
