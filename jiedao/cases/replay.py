@@ -647,17 +647,26 @@ class ReplayResult:
     training: dict[str, Any]
 
 
-def _spool(gen, path: str, on_progress: Callable[[int], None] | None) -> tuple[int, list[tuple[str, str]]]:
-    """Generate the year once into a pickle spool; return (count, train rows)."""
+def _spool(gen, path: str, on_progress: Callable[[int], None] | None,
+           until: datetime | None = None) -> tuple[int, list[tuple[str, str]]]:
+    """Generate the year once into a pickle spool (appeals received before ``until``);
+    return (count, train rows)."""
     n = 0
     train: list[tuple[str, str]] = []
     with open(path, "wb") as fh:
         for chunk in gen.chunks(CHUNK):
+            stop = until is not None and chunk[-1].received_at >= until
+            if stop:
+                chunk = [a for a in chunk if a.received_at < until]
+                if not chunk:
+                    break
             pickle.dump(chunk, fh, protocol=pickle.HIGHEST_PROTOCOL)
             train += [(a.text, a.matter_code) for a in chunk if not a.held_out]
             n += len(chunk)
             if on_progress:
                 on_progress(len(chunk))
+            if stop:
+                break
     return n, train
 
 
@@ -804,6 +813,8 @@ def replay_year(session: Session, *, seed: int | None = None, scale: str = "full
     """Generate the demo year for the district in ``session`` and run it through the engine.
 
     ``progress(phase, done, total)`` is called as work advances (phases: 生成, 训练, 回放).
+    ``until``: the replay's "now" (default: the end of the year); appeals received from then
+    on are not replayed (so ``until=datetime(2025, 2, 1)`` replays January at full scale).
     ``workers``: processes for the text part of the analysis (default: one when there is more
     than one CPU and the year is large, else none). Writes in the session's transaction; the
     caller commits.
@@ -835,7 +846,7 @@ def replay_year(session: Session, *, seed: int | None = None, scale: str = "full
             done += k
             report("生成", done, expected)
 
-        n, train_rows = _spool(gen, spool, gen_progress)
+        n, train_rows = _spool(gen, spool, gen_progress, until)
         del gen, places
         timings["generate"] = round(time.perf_counter() - t0, 3)
         t1 = time.perf_counter()

@@ -11,9 +11,11 @@ names, keywords and examples (so a fresh install with no history still classifie
 operators' dispatch overrides. When the model is unsure, a keyword match from the catalogue
 may decide (``method="keywords"``).
 
-Prediction for one text does not go through scikit-learn: the text's few non-zero features
-index rows of the weight matrix directly, which keeps one classification well under a
-millisecond.
+Prediction does not go through scikit-learn: the texts' terms are looked up in the
+vocabularies and the TF-IDF rows built with a few numpy operations per batch (one text is a
+batch of one, so it gets exactly the probabilities it would get in a batch), then one sparse ×
+dense product with the weights. jieba segmentation is memoised per block of CJK/alphanumeric
+characters (the unit jieba segments independently), so a repeated clause is segmented once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ _DIGITS_RE = re.compile(r"\d+")
 _SPACE_RE = re.compile(r"\s+")
 _WIDTH = {i: i - 0xFEE0 for i in range(0xFF01, 0xFF5F)}
 _WIDTH[0x3000] = 0x20
+_HAN_SPLIT = re.compile("([\u4E00-\u9FD5a-zA-Z0-9+#&\\._%\\-]+)").split  # jieba's re_han_default
 _jieba = None
 
 
@@ -60,9 +63,32 @@ def char_terms(s: str, n_max: int = 3) -> list[str]:
     return [s[i:i + k] for k in range(1, n_max + 1) for i in range(n - k + 1)]
 
 
+# jieba segments each run of CJK/alphanumerics (and each run of other characters) on its own,
+# so segmenting a text block by block through a memo gives exactly its segmentation; the
+# clauses of appeals repeat a lot ("您好", "请尽快处理", a road name), so most blocks are known
+_WORDS: dict[str, tuple[str, ...]] = {}
+WORD_CACHE_SIZE = 300_000
+
+
+def words(s: str) -> list[str]:
+    """jieba words (no HMM, whitespace dropped) of a prepared text, memoised per block."""
+    cache = _WORDS
+    out: list[str] = []
+    for blk in _HAN_SPLIT(s):
+        if not blk:
+            continue
+        ws = cache.get(blk)
+        if ws is None:
+            if len(cache) >= WORD_CACHE_SIZE:
+                cache.clear()
+            ws = cache[blk] = tuple(w for w in _tokenizer().cut(blk, HMM=False) if w.strip())
+        out += ws
+    return out
+
+
 def word_terms(s: str) -> list[str]:
-    words = [w for w in _tokenizer().lcut(s, HMM=False) if w.strip()]
-    return ["w:" + w for w in words] + ["b:" + a + "|" + b for a, b in zip(words, words[1:], strict=False)]
+    ws = words(s)
+    return ["w:" + w for w in ws] + ["b:" + a + "|" + b for a, b in zip(ws, ws[1:], strict=False)]
 
 
 class Featurizer:
@@ -80,17 +106,25 @@ class Featurizer:
 
     @classmethod
     def fit(cls, texts: Sequence[str], *, min_df: int = 1, max_char: int = 150_000,
-            max_word: int = 100_000) -> tuple[Featurizer, list[tuple[list[str], list[str]]]]:
-        """Build vocabularies and idf; returns the featurizer and the texts' terms (reused)."""
-        terms = [(char_terms(s), word_terms(s)) for s in map(prepare, texts)]
-        cdf: Counter = Counter()
+            max_word: int = 100_000) -> tuple[Featurizer, None]:
+        """Build vocabularies and idf from ``texts`` (returns the featurizer and None)."""
+        prepared = [prepare(t) for t in texts]
+        # character n-grams: document frequencies of the integer keys, counted by numpy
+        keys, rows = _gram_keys(prepared)
+        order = np.lexsort((keys, rows))
+        keys, rows = keys[order], rows[order]
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = (keys[1:] != keys[:-1]) | (rows[1:] != rows[:-1])  # once per text
+        gk, gdf = np.unique(keys[first], return_counts=True)
+        cdf = {_key_str(int(k)): int(d) for k, d in zip(gk, gdf, strict=True) if d >= min_df}
         wdf: Counter = Counter()
-        for c, w in terms:
-            cdf.update(set(c))
-            wdf.update(set(w))
+        for s in prepared:
+            wdf.update(set(word_terms(s)))
 
-        def vocab(df: Counter, cap: int, offset: int) -> dict[str, int]:
-            keep = sorted((t for t, n in df.items() if n >= min_df), key=lambda t: (-df[t], t))[:cap]
+        def vocab(df, cap: int, offset: int) -> dict[str, int]:
+            keep = [t for t, n in df.items() if n >= min_df]
+            if len(keep) > cap:
+                keep = sorted(keep, key=lambda t: (-df[t], t))[:cap]
             return {t: offset + i for i, t in enumerate(sorted(keep))}
 
         cv = vocab(cdf, max_char, 0)
@@ -100,34 +134,106 @@ class Featurizer:
         for v, df in ((cv, cdf), (wv, wdf)):
             for t, j in v.items():
                 idf[j] = math.log((1 + n) / (1 + df[t])) + 1.0
-        return cls(cv, wv, idf), terms
+        return cls(cv, wv, idf), None
 
-    def _block(self, terms: list[str], vocab: dict[str, int]) -> tuple[list[int], list[float]]:
-        counts: Counter = Counter(j for t in terms if (j := vocab.get(t)) is not None)
-        if not counts:
-            return [], []
-        idx = list(counts)
-        vals = [(1.0 + math.log(counts[j])) * float(self.idf[j]) for j in idx]
-        norm = math.sqrt(sum(v * v for v in vals)) or 1.0
-        return idx, [v / norm for v in vals]
+    def terms(self, text: str) -> tuple[list[str], list[str]]:
+        s = prepare(text)
+        return char_terms(s), word_terms(s)
 
-    def vector(self, text: str, terms: tuple[list[str], list[str]] | None = None) -> tuple[list[int], list[float]]:
+    def vector(self, text: str) -> tuple[list[int], list[float]]:
         """Sparse feature vector of one text as (indices, values)."""
-        c, w = terms if terms is not None else (char_terms(prepare(text)), word_terms(prepare(text)))
-        ci, cv = self._block(c, self.char_vocab)
-        wi, wv = self._block(w, self.word_vocab)
-        return ci + wi, cv + wv
+        X = self.matrix([text])
+        return X.indices.tolist(), X.data.tolist()
 
-    def matrix(self, texts: Sequence[str], terms: list | None = None) -> sp.csr_matrix:
-        """CSR matrix (n_texts × n_features)."""
-        indptr, indices, data = [0], [], []
-        for i, text in enumerate(texts):
-            idx, vals = self.vector(text, terms[i] if terms is not None else None)
-            indices.extend(idx)
-            data.extend(vals)
-            indptr.append(len(indices))
-        return sp.csr_matrix((np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32),
-                              np.asarray(indptr, dtype=np.int64)), shape=(len(texts), self.n_features))
+    def _char_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """The character vocabulary as sorted integer n-gram keys and their columns (built once)."""
+        idx = self.__dict__.get("_char_idx")
+        if idx is None:
+            items = sorted((_str_key(t), j) for t, j in self.char_vocab.items() if 1 <= len(t) <= 3)
+            idx = (np.fromiter((k for k, _ in items), np.uint64, len(items)),
+                   np.fromiter((j for _, j in items), np.int64, len(items)))
+            self.__dict__["_char_idx"] = idx
+        return idx
+
+    def matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """CSR matrix (n_texts × n_features) of all texts at once: sublinear TF-IDF, the character
+        block and the word block of each row l2-normed separately.
+
+        Character n-grams are looked up as integer keys (code points packed into 63 bits) in the
+        sorted vocabulary with one ``searchsorted`` for the whole batch; words through the dict."""
+        prepared = [prepare(t) for t in texts]
+        n = len(prepared)
+        keys, rows = _gram_keys(prepared)
+        vk, vcol = self._char_index()
+        if len(vk) and len(keys):
+            pos = np.minimum(np.searchsorted(vk, keys), len(vk) - 1)
+            hit = vk[pos] == keys
+            c_rows, c_cols = rows[hit], vcol[pos[hit]]
+        else:
+            c_rows = c_cols = np.zeros(0, dtype=np.int64)
+        wget = self.word_vocab.get
+        wids: list[int] = []
+        wptr = [0]
+        for s in prepared:
+            wids += [j for j in map(wget, word_terms(s)) if j is not None]
+            wptr.append(len(wids))
+        w_rows = np.repeat(np.arange(n), np.diff(np.asarray(wptr)))
+        nf = self.n_features
+        # (row, column) pairs as one sorted key: unique → the counts, rows in order, columns sorted
+        lin, tf = np.unique(np.concatenate([c_rows * nf + c_cols, w_rows * nf + np.asarray(wids, dtype=np.int64)]),
+                            return_counts=True)
+        rows, cols = np.divmod(lin, nf)
+        data = (1.0 + np.log(tf)) * self.idf[cols]
+        group = 2 * rows + (cols >= len(self.char_vocab))
+        norm = np.sqrt(np.bincount(group, weights=data * data, minlength=2 * n))
+        norm[norm == 0] = 1.0
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+        return sp.csr_matrix(((data / norm[group]).astype(np.float32), cols.astype(np.int32), indptr),
+                             shape=(n, nf))
+
+    def state(self) -> dict:
+        """What a saved model keeps of the featurizer."""
+        return {"char_vocab": self.char_vocab, "word_vocab": self.word_vocab, "idf": self.idf}
+
+
+_B21 = np.uint64(21)
+_B42 = np.uint64(42)
+_M21 = (1 << 21) - 1
+
+
+def _str_key(t: str) -> int:
+    """Integer key of a 1–3 character n-gram: code points + 1, 21 bits each (n is implied by
+    the magnitude: a 2-gram key is ≥ 2**21, a 3-gram key ≥ 2**42)."""
+    k = 0
+    for ch in t:
+        k = (k << 21) | (ord(ch) + 1)
+    return k
+
+
+def _key_str(k: int) -> str:
+    out = []
+    while k:
+        out.append(chr((k & _M21) - 1))
+        k >>= 21
+    return "".join(reversed(out))
+
+
+def _gram_keys(prepared: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Keys of every 1-, 2- and 3-gram of every text (no gram spans two texts) and their rows."""
+    lens = np.fromiter(map(len, prepared), np.int64, len(prepared))
+    total = int(lens.sum())
+    if not total:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    cp = np.frombuffer("".join(prepared).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64) + np.uint64(1)
+    row = np.repeat(np.arange(len(prepared)), lens)
+    k2 = (cp[:-1] << _B21) | cp[1:]
+    ok2 = row[:-1] == row[1:]
+    k3 = (cp[:-2] << _B42) | (cp[1:-1] << _B21) | cp[2:]
+    ok3 = row[:-2] == row[2:]
+    keys = np.concatenate([cp, k2[ok2], k3[ok3]])
+    rows = np.concatenate([row, row[:-1][ok2], row[:-2][ok3]])
+    return keys, rows
 
 
 # ---------------------------------------------------------------- keywords
@@ -224,12 +330,8 @@ class TextClassifier:
         return e / e.sum(axis=-1, keepdims=True)
 
     def proba_one(self, text: str) -> np.ndarray:
-        idx, vals = self.featurizer.vector(text)
-        if idx:
-            scores = np.asarray(vals, dtype=np.float32) @ self.weights[idx] + self.bias
-        else:
-            scores = self.bias.copy()
-        return self._probs(scores.astype(np.float64))
+        # the batch path for one row: a text gets the same probabilities alone or in a batch
+        return self.proba_many([text])[0]
 
     def proba_many(self, texts: Sequence[str]) -> np.ndarray:
         X = self.featurizer.matrix(texts)
@@ -238,12 +340,13 @@ class TextClassifier:
 
     # -- decisions
 
-    def decide(self, text: str, probs: np.ndarray) -> CategoryResult:
-        """Model probabilities + catalogue keywords → the category of ``text``."""
+    def decide(self, text: str, probs: np.ndarray, order: np.ndarray | None = None) -> CategoryResult:
+        """Model probabilities + catalogue keywords → the category of ``text`` (``order``: the
+        classes by falling probability, when already known)."""
         th = self.thresholds
         k = min(th.top_k, len(self.classes))
-        order = np.argsort(-probs, kind="stable")[:k]
-        cands = [(self.classes[i], round(float(probs[i]), 4)) for i in order]
+        order = (np.argsort(-probs, kind="stable") if order is None else order)[:k]
+        cands = [(self.classes[i], round(p, 4)) for i, p in zip(order.tolist(), probs[order].tolist(), strict=True)]
         if not cands or not np.isfinite(probs[order[0]]):
             return CategoryResult(None, 0.0, (), "none")
         best, conf = cands[0]
@@ -281,7 +384,8 @@ class TextClassifier:
         if not texts:
             return []
         P = self.proba_many(texts)
-        return [self.decide(t, P[i]) for i, t in enumerate(texts)]
+        order = np.argsort(-P, axis=1, kind="stable")[:, :min(self.thresholds.top_k, len(self.classes))]
+        return [self.decide(t, P[i], order[i]) for i, t in enumerate(texts)]
 
     def predict(self, texts: Sequence[str]) -> list[str | None]:
         return [r.matter_code for r in self.classify_many(texts)]
@@ -378,8 +482,8 @@ def train(rows: Iterable[tuple[str, str]], catalog: Catalog, *, include_catalogu
 
         raise ValidationError(Problem("训练数据至少需要两个事项分类", field="label"))
     min_df = 2 if len(texts) > 20_000 else 1
-    feat, terms = Featurizer.fit(texts, min_df=min_df)
-    X = feat.matrix(texts, terms)
+    feat, _ = Featurizer.fit(texts, min_df=min_df)
+    X = feat.matrix(texts)
     y = np.asarray(labels)
     model = _fit_svm(X, y, C, seed)
     classes = np.asarray(model.classes_)

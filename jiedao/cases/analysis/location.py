@@ -103,23 +103,34 @@ class Locator:
             if len(a) >= 2:
                 gaz.setdefault(a, "landmark")
         self._gaz = {k: v for k, v in gaz.items() if k}
-        self._lens = sorted({len(k) for k in self._gaz}, reverse=True)
+        # lengths of the names by their first two characters (longest first): a scan position
+        # tries only the lengths of names that start there
+        by_prefix: dict[str, set[int]] = defaultdict(set)
+        for k in self._gaz:
+            if len(k) >= 2:
+                by_prefix[k[:2]].add(len(k))
+        self._by_prefix = {p: tuple(sorted(ls, reverse=True)) for p, ls in by_prefix.items()}
         self._road_pts = {r: np.asarray(p, dtype=float) for r, p in road_pts.items()}
         self._cache: dict[str, Resolution] = {}
+        self._located: dict[tuple, LocationResult] = {}
         self._cache_size = cache_size
 
     # -- extraction
 
     def _scan(self, s: str) -> list[tuple[int, int, str]]:
+        """Gazetteer names in ``s``, longest match first, left to right, not overlapping."""
         out = []
+        gaz, by_prefix = self._gaz, self._by_prefix
         i, n = 0, len(s)
         while i < n:
-            for ln in self._lens:
-                if ln <= n - i and (kind := self._gaz.get(s[i:i + ln])):
+            for ln in by_prefix.get(s[i:i + 2], ()):
+                if ln <= n - i and (kind := gaz.get(s[i:i + ln])):
                     out.append((i, i + ln, kind))
                     i += ln
                     break
             else:
+                if kind := gaz.get(s[i]):
+                    out.append((i, i + 1, kind))
                 i += 1
         return out
 
@@ -239,10 +250,22 @@ class Locator:
                 "address_code": r.address_code, "lon": r.lon, "lat": r.lat}
 
     def locate_text(self, text: str) -> LocationResult:
-        """Resolve the place named in free text (or say that it is unsure)."""
+        """Resolve the place named in free text (or say that it is unsure).
+
+        The answer depends only on the place phrases found (the first six), so it is memoised
+        by them: the same place named the same way is resolved once (results are immutable)."""
         phrases = self.phrases(text)
         if not phrases:
             return LocationResult(Location(), unsure=False, named=False)
+        key = tuple((p.text, p.core, p.kind) for p in phrases[:6])
+        got = self._located.get(key)
+        if got is None:
+            if len(self._located) >= self._cache_size:
+                self._located.clear()
+            got = self._located[key] = self._from_phrases(phrases)
+        return got
+
+    def _from_phrases(self, phrases: list[Phrase]) -> LocationResult:
         scored: list[tuple[Phrase, Resolution]] = []
         notes: list[str] = []
         for p in phrases[:6]:

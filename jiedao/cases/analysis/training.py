@@ -233,7 +233,7 @@ def save_model(clf: TextClassifier, directory: Path | None = None, *, make_curre
     d.mkdir(parents=True, exist_ok=True)
     stamp = clock.now().strftime("%Y%m%d-%H%M%S-%f")
     path = d / f"classifier-{stamp}.joblib"
-    state = {"format": MODEL_FORMAT, "featurizer": clf.featurizer.__dict__, "classes": clf.classes,
+    state = {"format": MODEL_FORMAT, "featurizer": clf.featurizer.state(), "classes": clf.classes,
              "weights": clf.weights, "bias": clf.bias, "temperature": clf.temperature, "meta": clf.meta}
     tmp = path.with_suffix(".tmp")
     joblib.dump(state, tmp, compress=3)
