@@ -747,21 +747,21 @@ def svg_chart(chart: Chart) -> str:
                      f'width="100%" role="img" aria-label="{e(chart.title)}" data-chart="{e(chart.key)}">')
         for i in range(5):
             x = left + plot_w * i / 4
-            parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + n * row}" class="grid"/>')
-            parts.append(f'<text x="{x:.1f}" y="{h - 6}" class="tick" text-anchor="middle">'
+            parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + n * row}" class="bc-grid"/>')
+            parts.append(f'<text x="{x:.1f}" y="{h - 6}" class="bc-tick" text-anchor="middle">'
                          f'{e(_tick(vmin + span * i / 4, chart))}</text>')
         ser = chart.series[0][1]
         for i, (lab, v) in enumerate(zip(chart.labels, ser, strict=False)):
             y = top + i * row
             short = lab if len(lab) <= 12 else lab[:11] + "…"
-            parts.append(f'<text x="{left - 8}" y="{y + row * 0.65:.1f}" class="label" text-anchor="end">'
+            parts.append(f'<text x="{left - 8}" y="{y + row * 0.65:.1f}" class="bc-label" text-anchor="end">'
                          f'<title>{e(lab)}</title>{e(short)}</text>')
             if v is None:
                 continue
             bw = max(0.0, plot_w * (v - vmin) / span)
             parts.append(f'<rect x="{left}" y="{y + 4}" width="{bw:.1f}" height="{row - 8}" '
-                         f'fill="{CHART_COLORS[0]}" class="bar"><title>{e(lab)}：{e(_label(v, chart))}</title></rect>')
-            parts.append(f'<text x="{left + bw + 4:.1f}" y="{y + row * 0.65:.1f}" class="value">'
+                         f'fill="{CHART_COLORS[0]}" class="bc-bar"><title>{e(lab)}：{e(_label(v, chart))}</title></rect>')
+            parts.append(f'<text x="{left + bw + 4:.1f}" y="{y + row * 0.65:.1f}" class="bc-value">'
                          f'{e(_label(v, chart))}</text>')
         parts.append("</svg>")
         return "".join(parts)
@@ -773,8 +773,8 @@ def svg_chart(chart: Chart) -> str:
                  f'width="100%" role="img" aria-label="{e(chart.title)}" data-chart="{e(chart.key)}">')
     for i in range(5):
         y = top + plot_h - plot_h * i / 4
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - right}" y2="{y:.1f}" class="grid"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">'
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - right}" y2="{y:.1f}" class="bc-grid"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="bc-tick" text-anchor="end">'
                      f'{e(_tick(vmin + span * i / 4, chart))}</text>')
     slot = plot_w / n
     rotate = n > 8 and max((len(x) for x in chart.labels), default=0) > 3
@@ -782,10 +782,10 @@ def svg_chart(chart: Chart) -> str:
         x = left + slot * (i + 0.5)
         short = lab if len(lab) <= 8 else lab[:7] + "…"
         if rotate:
-            parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" class="label" text-anchor="end" '
+            parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" class="bc-label" text-anchor="end" '
                          f'transform="rotate(-35 {x:.1f} {top + plot_h + 14})"><title>{e(lab)}</title>{e(short)}</text>')
         else:
-            parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 18}" class="label" text-anchor="middle">'
+            parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 18}" class="bc-label" text-anchor="middle">'
                          f'<title>{e(lab)}</title>{e(short)}</text>')
 
     def ypos(v: float) -> float:
@@ -801,27 +801,27 @@ def svg_chart(chart: Chart) -> str:
                 x = left + slot * i + slot * 0.15 + j * bw
                 y = ypos(v)
                 parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw:.1f}" height="{top + plot_h - y:.1f}" '
-                             f'fill="{CHART_COLORS[j % len(CHART_COLORS)]}" class="bar">'
+                             f'fill="{CHART_COLORS[j % len(CHART_COLORS)]}" class="bc-bar">'
                              f'<title>{e(chart.labels[i])} {e(name)}：{e(_label(v, chart))}</title></rect>')
                 if n <= 14 and k == 1:
-                    parts.append(f'<text x="{x + bw / 2:.1f}" y="{y - 4:.1f}" class="value" text-anchor="middle">'
+                    parts.append(f'<text x="{x + bw / 2:.1f}" y="{y - 4:.1f}" class="bc-value" text-anchor="middle">'
                                  f'{e(_label(v, chart))}</text>')
     else:
         for j, (name, ser) in enumerate(chart.series):
             color = CHART_COLORS[j % len(CHART_COLORS)]
             pts = [(left + slot * (i + 0.5), ypos(v)) for i, v in enumerate(ser) if v is not None]
             if len(pts) > 1:
-                parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2.5" class="line" points="'
+                parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2.5" class="bc-line" points="'
                              + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
             for (x, y), v in zip(pts, [v for v in ser if v is not None], strict=False):
-                parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}" class="point">'
+                parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}" class="bc-point">'
                              f'<title>{e(name)}：{e(_label(v, chart))}</title></circle>')
     if len(chart.series) > 1:
         x = left
         for j, (name, _) in enumerate(chart.series):
             color = CHART_COLORS[j % len(CHART_COLORS)]
             parts.append(f'<rect x="{x}" y="{h - 16}" width="12" height="12" fill="{color}"/>'
-                         f'<text x="{x + 16}" y="{h - 6}" class="legend">{e(name)}</text>')
+                         f'<text x="{x + 16}" y="{h - 6}" class="bc-legend">{e(name)}</text>')
             x += 24 + 14 * len(name)
     parts.append("</svg>")
     return "".join(parts)

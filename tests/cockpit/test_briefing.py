@@ -64,11 +64,11 @@ def test_svg_chart_escapes_text_and_draws_marks():
     chart = br.Chart("t", "bar", "<受理量>", ["1月", "<b>2月</b>"], [("受理量", [3, 5])], unit="件")
     svg = br.svg_chart(chart)
     assert "<b>" not in svg and "&lt;b&gt;2月&lt;/b&gt;" in svg
-    assert svg.count('class="bar"') == 2 and "<script" not in svg
+    assert svg.count('class="bc-bar"') == 2 and "<script" not in svg
     line = br.Chart("l", "line", "率", ["1月", "2月", "3月"], [("满意率", [97.0, None, 98.0]),
                                                             ("按时办结率", [99.0, 98.0, 100.0])], percent=True)
     svg = br.svg_chart(line)
-    assert svg.count("<polyline") == 2 and svg.count('class="point"') == 5
+    assert svg.count("<polyline") == 2 and svg.count('class="bc-point"') == 5
 
 
 def test_bad_month_is_refused():
