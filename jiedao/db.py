@@ -60,7 +60,11 @@ def make_engine(url: str, **kw) -> Engine:
         return engine
     if u.drivername in ("postgresql", "postgres"):
         url = u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    kw.setdefault("pool_pre_ping", True)
+    # No pre-ping: it costs a round trip on every checkout (every request). A connection the
+    # server dropped fails its statement once, the pool then discards all its connections;
+    # pool_recycle retires connections before server-side idle timeouts.
+    kw.setdefault("pool_pre_ping", False)
+    kw.setdefault("pool_recycle", 1800)
     return create_engine(url, **kw)
 
 

@@ -282,14 +282,15 @@ def create_app(db: Database | None = None) -> FastAPI:
     _install_error_handlers(app)
     _install_docs(app)
     _install_health(app)
+    # Machine channels first: routing walks the routes in order, and intake is the hot path.
+    app.include_router(cases_api_router)
+    app.include_router(open311_router)
     app.include_router(auth_router)
     app.include_router(cockpit_router)  # before geo: "/" lands leaders on the cockpit
     app.include_router(geo_router)
     app.include_router(catalog_router)
     app.include_router(cases_ui_router)
-    app.include_router(cases_api_router)
     app.include_router(cases_public_router)
-    app.include_router(open311_router)
     app.include_router(hub_router)
     for name in ("routes_warnings", "routes_briefing"):  # cockpit parts that may be absent
         try:
