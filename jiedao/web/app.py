@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
 import re
 import time
 from pathlib import Path
@@ -260,6 +259,8 @@ def create_app(db: Database | None = None) -> FastAPI:
     from jiedao.cases.routes_ui import router as cases_ui_router
     from jiedao.catalog.routes import router as catalog_router
     from jiedao.cockpit.routes import router as cockpit_router
+    from jiedao.cockpit.routes_briefing import router as briefing_router
+    from jiedao.cockpit.routes_warnings import router as warnings_router
     from jiedao.geo.routes import router as geo_router
     from jiedao.hub.routes import router as hub_router
 
@@ -292,10 +293,6 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(cases_ui_router)
     app.include_router(cases_public_router)
     app.include_router(hub_router)
-    for name in ("routes_warnings", "routes_briefing"):  # cockpit parts that may be absent
-        try:
-            module = importlib.import_module(f"jiedao.cockpit.{name}")
-        except ImportError:
-            continue
-        app.include_router(module.router)
+    app.include_router(warnings_router)
+    app.include_router(briefing_router)
     return app
