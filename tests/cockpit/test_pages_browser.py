@@ -7,55 +7,15 @@ no console errors under the strict CSP. Screenshots go to $JIEDAO_SCREENSHOTS or
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 
 import pytest
-from live_server import chromium, serve
+from live_server import chromium, png_pixels, serve
 from shapely.geometry import shape
 
 pytestmark = pytest.mark.browser
 
 PASSWORD = "jiedao2026"
 SHOTS = os.environ.get("JIEDAO_SCREENSHOTS", "/tmp")
-
-
-def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
-    """(width, height, rows of RGB(A) bytes) of an 8-bit RGB/RGBA PNG (Playwright's format)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat = 8, b""
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            width, height, depth, colour_type = struct.unpack(">IIBB", chunk[:10])
-        elif kind == b"IDAT":
-            idat += chunk
-    assert depth == 8 and colour_type in (2, 6)
-    bpp = 3 if colour_type == 2 else 4
-    raw, stride = zlib.decompress(idat), width * bpp
-    prev, rows, i = bytearray(stride), [], 0
-    for _ in range(height):
-        f, line = raw[i], bytearray(raw[i + 1:i + 1 + stride])
-        i += 1 + stride
-        for x in range(stride):
-            a = line[x - bpp] if x >= bpp else 0
-            b = prev[x]
-            c = prev[x - bpp] if x >= bpp else 0
-            if f == 1:
-                line[x] = (line[x] + a) & 255
-            elif f == 2:
-                line[x] = (line[x] + b) & 255
-            elif f == 3:
-                line[x] = (line[x] + ((a + b) >> 1)) & 255
-            elif f == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        rows.append(bytes(line))
-        prev = line
-    return width, height, [bytes(r) for r in rows]
 
 
 def drawn(data: bytes, step: int = 2) -> tuple[float, int]:

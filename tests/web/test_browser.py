@@ -3,11 +3,8 @@ server on 127.0.0.1 serving the small demo district."""
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import pytest
-from live_server import chromium, serve
+from live_server import chromium, png_pixels, serve
 from shapely.geometry import shape
 
 from .conftest import PASSWORD
@@ -91,42 +88,9 @@ def fetch_json(page, url: str):
 
 def png_colours(data: bytes, step: int = 3) -> set[bytes]:
     """Distinct RGB colours (sampled every ``step`` pixels) of an 8-bit RGB/RGBA PNG."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat = 8, b""
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            width, height, depth, colour_type = struct.unpack(">IIBB", chunk[:10])
-        elif kind == b"IDAT":
-            idat += chunk
-    assert depth == 8 and colour_type in (2, 6)
-    bpp = 3 if colour_type == 2 else 4
-    raw, stride = zlib.decompress(idat), width * bpp
-    prev, out, i = bytearray(stride), set(), 0
-    for _ in range(height):
-        f, line = raw[i], bytearray(raw[i + 1:i + 1 + stride])
-        i += 1 + stride
-        if f:
-            for x in range(stride):
-                a = line[x - bpp] if x >= bpp else 0
-                b = prev[x]
-                c = prev[x - bpp] if x >= bpp else 0
-                if f == 1:
-                    line[x] = (line[x] + a) & 255
-                elif f == 2:
-                    line[x] = (line[x] + b) & 255
-                elif f == 3:
-                    line[x] = (line[x] + ((a + b) >> 1)) & 255
-                else:
-                    p = a + b - c
-                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                    line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        for x in range(0, stride, bpp * step):
-            out.add(bytes(line[x:x + 3]))
-        prev = line
-    return out
+    width, _height, rows = png_pixels(data)
+    bpp = len(rows[0]) // width
+    return {row[x:x + 3] for row in rows for x in range(0, width * bpp, bpp * step)}
 
 
 def test_street_staff_sees_own_street_and_drills_into_a_grid(page, server, codes):
