@@ -5,8 +5,11 @@ Shared by tests/conftest.py and by test kits (import it as ``dbkit``: a bare
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
+import sqlite3
+import time
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -55,3 +58,44 @@ def new_database(tmp_path_factory) -> tuple[Database, callable]:
             db.dispose()
     db.upgrade()
     return db, drop
+
+
+def clone_database(demo_db, suffix: str):
+    """A private copy of the small demo database (SQLite backup / PostgreSQL template)."""
+    from jiedao.db import Database
+
+    url = make_url(demo_db.url)
+    if url.get_backend_name() == "sqlite":
+        target = url.database.replace(".sqlite", "") + f"_{suffix}.sqlite"
+        src, dst = sqlite3.connect(url.database), sqlite3.connect(target)
+        with dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+        db = Database(url.set(database=target).render_as_string(hide_password=False))
+        atexit.register(db.dispose)
+        return db
+    name = f"{url.database}_{suffix}"
+    admin = sa.create_engine(url.set(drivername="postgresql+psycopg", database="postgres"),
+                             isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for attempt in range(20):
+            demo_db.dispose()
+            try:
+                c.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{url.database}"'))
+                break
+            except sa.exc.OperationalError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
+    db = Database(url.set(database=name).render_as_string(hide_password=False))
+
+    def drop():
+        db.dispose()
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    atexit.register(drop)
+    return db

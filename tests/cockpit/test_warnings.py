@@ -5,18 +5,14 @@ proactive task through the domain function and through the page with its CSRF to
 
 from __future__ import annotations
 
-import atexit
 import random
 import re
-import sqlite3
-import time
 from datetime import datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
+from dbkit import clone_database
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from jiedao.cockpit import warnings as W
 from jiedao.cockpit.warnings import CaseRow
@@ -211,47 +207,6 @@ def test_parse_as_of():
 
 
 # ---------------------------------------------------------------- on the demo district
-
-
-def clone_database(demo_db, suffix: str):
-    """A private copy of the small demo database (SQLite backup / PostgreSQL template)."""
-    from jiedao.db import Database
-
-    url = make_url(demo_db.url)
-    if url.get_backend_name() == "sqlite":
-        target = url.database.replace(".sqlite", "") + f"_{suffix}.sqlite"
-        src, dst = sqlite3.connect(url.database), sqlite3.connect(target)
-        with dst:
-            src.backup(dst)
-        src.close()
-        dst.close()
-        db = Database(url.set(database=target).render_as_string(hide_password=False))
-        atexit.register(db.dispose)
-        return db
-    name = f"{url.database}_{suffix}"
-    admin = sa.create_engine(url.set(drivername="postgresql+psycopg", database="postgres"),
-                             isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        for attempt in range(20):
-            demo_db.dispose()
-            try:
-                c.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{url.database}"'))
-                break
-            except sa.exc.OperationalError:
-                if attempt == 19:
-                    raise
-                time.sleep(0.25)
-    db = Database(url.set(database=name).render_as_string(hide_password=False))
-
-    def drop():
-        db.dispose()
-        with admin.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    atexit.register(drop)
-    return db
 
 
 def inject_burst(db, *, n: int, as_of: datetime, street_suffix="001", matter_hint="井盖"):
