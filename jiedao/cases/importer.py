@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from jiedao import clock
 from jiedao.cases import service
 from jiedao.cases.models import CHANNELS, KINDS
 from jiedao.errors import Problem, ValidationError
+from jiedao.tables import read_rows
 
 FIELDS = ("text", "received_at", "phone", "name", "location", "channel", "urgency",
           "external_id", "kind", "lon", "lat", "enterprise")
@@ -149,42 +149,8 @@ def read_table(path: str | Path, sheet: str | None = None) -> tuple[list[str], I
     Row numbers count as a spreadsheet does: the header is row 1. Blank rows are skipped.
     XLSX cells keep their types (dates stay datetimes).
     """
-    p = Path(path)
-    name = str(p)
-    if not p.is_file():
-        raise ValidationError(Problem("文件不存在", source=name))
-    suffix = p.suffix.lower()
-    if suffix in (".xlsx", ".xlsm"):
-        from openpyxl import load_workbook
-
-        try:
-            wb = load_workbook(p, read_only=True, data_only=True)
-        except Exception as e:
-            raise ValidationError(Problem(f"无法读取 XLSX 文件：{e}", source=name)) from None
-        if sheet is not None and sheet not in wb.sheetnames:
-            raise ValidationError(Problem(f"工作表 {sheet!r} 不存在（有：{', '.join(wb.sheetnames)}）",
-                                          source=name, field="sheet"))
-        ws = wb[sheet] if sheet else wb.worksheets[0]
-        rows = [list(r) for r in ws.iter_rows(values_only=True)]
-        wb.close()
-    elif suffix in (".csv", ".txt", ".tsv"):
-        raw = p.read_bytes()
-        for enc in ("utf-8-sig", "gb18030"):
-            try:
-                text = raw.decode(enc)
-                break
-            except UnicodeDecodeError:
-                continue
-        else:  # pragma: no cover
-            raise ValidationError(Problem("文件编码无法识别（请用 UTF-8 或 GBK）", source=name))
-        try:
-            rows = list(csv.reader(io.StringIO(text, newline=""),
-                                   delimiter="\t" if suffix == ".tsv" else ","))
-        except csv.Error as e:
-            raise ValidationError(Problem(f"CSV 格式错误：{e}", source=name)) from None
-    else:
-        raise ValidationError(Problem(f"不支持的文件类型 {suffix or '(无扩展名)'}：请用 CSV 或 XLSX",
-                                      source=name))
+    name = str(path)
+    rows = read_rows(path, sheet)
     if not rows or not any(v not in (None, "") for v in rows[0]):
         raise ValidationError(Problem("文件为空或缺少表头", source=name, row=1))
     header = ["" if v is None else str(v).strip() for v in rows[0]]

@@ -9,9 +9,7 @@ label is reported with the file, row number and column.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -28,6 +26,7 @@ from jiedao.cases.analysis.classifier import TextClassifier, Thresholds, train
 from jiedao.catalog.loader import Catalog
 from jiedao.config import get_settings
 from jiedao.errors import Problem, ValidationError
+from jiedao.tables import read_rows
 
 MODEL_FORMAT = 1
 
@@ -43,38 +42,8 @@ class LabelledData:
 
 
 def _read_table(path: Path) -> list[list[str]]:
-    """All rows of a CSV or XLSX file as lists of strings (row 1 = header)."""
-    name = str(path)
-    if not path.is_file():
-        raise ValidationError(Problem("文件不存在", source=name))
-    suffix = path.suffix.lower()
-    if suffix in (".xlsx", ".xlsm"):
-        from openpyxl import load_workbook
-
-        try:
-            wb = load_workbook(path, read_only=True, data_only=True)
-        except Exception as e:
-            raise ValidationError(Problem(f"无法读取 XLSX 文件：{e}", source=name)) from None
-        ws = wb.worksheets[0]
-        out = [["" if v is None else str(v).strip() for v in row] for row in ws.iter_rows(values_only=True)]
-        wb.close()
-        return out
-    if suffix not in (".csv", ".txt", ".tsv"):
-        raise ValidationError(Problem(f"不支持的文件类型 {suffix or '(无扩展名)'}：请用 CSV 或 XLSX", source=name))
-    raw = path.read_bytes()
-    for enc in ("utf-8-sig", "gb18030"):
-        try:
-            text = raw.decode(enc)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:  # pragma: no cover - gb18030 decodes nearly anything
-        raise ValidationError(Problem("文件编码无法识别（请用 UTF-8 或 GBK）", source=name))
-    delimiter = "\t" if suffix == ".tsv" else ","
-    try:
-        return [[c.strip() for c in row] for row in csv.reader(io.StringIO(text), delimiter=delimiter)]
-    except csv.Error as e:
-        raise ValidationError(Problem(f"CSV 格式错误：{e}", source=name)) from None
+    """All rows of a CSV or XLSX file (first sheet) as lists of stripped strings (row 1 = header)."""
+    return [["" if v is None else str(v).strip() for v in row] for row in read_rows(path)]
 
 
 def label_index(catalog: Catalog) -> tuple[dict[str, str], dict[str, str]]:
