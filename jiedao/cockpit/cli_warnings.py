@@ -35,6 +35,8 @@ def register(app: typer.Typer) -> None:
             if when is None:
                 typer.echo("暂无工单数据，未扫描")
                 return
-            counts = W.scan(s, as_of=when)
+            report: dict = {}
+            counts = W.scan(s, as_of=when, report=report)
         parts = "，".join(f"{W.WARNING_KINDS[k]} {n}" for k, n in counts.items())
-        typer.echo(f"预警扫描（截至 {when:%Y-%m-%d %H:%M}）：{parts}；用时 {time.perf_counter() - t0:.2f} 秒")
+        typer.echo(f"预警扫描（截至 {when:%Y-%m-%d %H:%M}）：{parts}；新增 {report['created']}，更新 {report['updated']}，"
+                   f"过期 {report['expired']}；用时 {time.perf_counter() - t0:.2f} 秒")

@@ -15,7 +15,7 @@ from jiedao.db import Base
 
 WARNING_KINDS = {"spike": "类别激增", "recurring": "同址反复", "repeat_caller": "重复来电",
                  "new_term": "新词上升"}
-WARNING_STATUSES = {"open": "待处理", "tasked": "已转任务", "dismissed": "已忽略"}
+WARNING_STATUSES = {"open": "待处理", "tasked": "已转任务", "dismissed": "已忽略", "expired": "已过期"}
 
 
 class CockpitWarning(Base):

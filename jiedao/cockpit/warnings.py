@@ -93,6 +93,10 @@ def load_config(path: str | Path | None = None) -> dict:
             v = sec.get(k)
             if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0:
                 problems.append(Problem(f"{kind}.{k} 必须是正数", source=str(p), field=f"{kind}.{k}"))
+    exp = cfg.get("expire_after_days")
+    if exp is not None and (not isinstance(exp, int | float) or isinstance(exp, bool) or exp <= 0):
+        problems.append(Problem("expire_after_days 必须是正数（或删去这一项：不自动过期）", source=str(p),
+                                field="expire_after_days"))
     if problems:
         raise ValidationError(problems)
     return cfg
@@ -672,15 +676,41 @@ def store(session: Session, findings: Sequence[Finding], *, now: datetime | None
     return {"created": created, "updated": updated}
 
 
+def expire_stale(session: Session, *, as_of: datetime, days: float, keep: Iterable[str] = (),
+                 now: datetime | None = None) -> int:
+    """Mark *expired* every open warning whose period ended more than ``days`` before
+    ``as_of`` and that is not in ``keep`` (the keys the current scan found again): nobody acted
+    on it while it was news, and an old week's spike should not sit on top of the list for
+    ever. Tasked and dismissed warnings keep their status. Returns how many expired."""
+    cutoff = as_of - timedelta(days=days)
+    keep = set(keep)
+    stale = [w for w in session.scalars(select(CockpitWarning).where(
+        CockpitWarning.status == "open", CockpitWarning.window_end < cutoff)) if w.key not in keep]
+    now = now or clock.now()
+    for w in stale:
+        w.status, w.updated_at = "expired", now
+    session.flush()
+    return len(stale)
+
+
 def scan(session: Session, *, as_of: datetime | None = None, config: dict | None = None,
-         kinds: Iterable[str] | None = None) -> dict[str, int]:
+         kinds: Iterable[str] | None = None, report: dict | None = None) -> dict[str, int]:
     """Find every warning as of ``as_of`` and store it (idempotent: the same finding updates
-    its row and keeps its status). Returns the number of warnings found per kind."""
-    as_of, findings = find(session, as_of=as_of, config=config, kinds=kinds)
+    its row and keeps its status), then expire open warnings older than the configuration's
+    ``expire_after_days``. Returns the number of warnings found per kind; ``report``, when
+    given, receives ``created``, ``updated`` and ``expired``."""
+    cfg = config or load_config()
+    as_of, findings = find(session, as_of=as_of, config=cfg, kinds=kinds)
     counts = {k: 0 for k in WARNING_KINDS}
     for f in findings:
         counts[f.kind] += 1
-    store(session, findings)
+    stored = store(session, findings)
+    expired = 0
+    if as_of is not None and cfg.get("expire_after_days"):
+        expired = expire_stale(session, as_of=as_of, days=cfg["expire_after_days"],
+                               keep=(f.key for f in findings))
+    if report is not None:
+        report.update(stored, expired=expired)
     return counts
 
 

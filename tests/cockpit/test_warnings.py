@@ -548,3 +548,109 @@ def test_district_wide_warning_task_and_dismiss(wdb, injected, as_user):
         W.scan(s, as_of=injected["as_of"])
     with wdb.session() as s:
         assert s.get(CockpitWarning, other_id).status == "dismissed"
+
+
+# ---------------------------------------------------------------- JSON API and expiry
+
+
+@pytest.fixture(scope="module")
+def bearer(wdb):
+    from jiedao.auth import service as auth
+
+    def make(username: str) -> dict:
+        with wdb.session() as s:
+            raw, _ = auth.create_api_token(s, auth.get_user(s, username), "warnings tests")
+        return {"authorization": f"Bearer {raw}"}
+
+    return make
+
+
+def test_api_lists_scoped_warnings_and_tasks_one_case(app, wdb, injected, bearer):
+    from jiedao.cases.models import Case
+    from jiedao.cockpit.models import CockpitWarning
+
+    client = TestClient(app)
+    assert client.get("/api/warnings").status_code == 401
+    leader = bearer("leader01")
+    everything = client.get("/api/warnings?status=all&limit=500", headers=leader).json()
+    assert everything["warnings"] and sum(everything["counts"].values()) == len(everything["warnings"])
+    s1 = bearer("leader.001")
+    own = client.get("/api/warnings?status=all&limit=500", headers=s1).json()["warnings"]
+    assert own and all(w["street_code"] and w["street_code"].endswith("001") for w in own)
+    spikes = client.get("/api/warnings?kind=spike&status=all&limit=500", headers=leader).json()["warnings"]
+    assert spikes and {w["kind"] for w in spikes} == {"spike"}
+    burst = next(w for w in spikes if w["grid_code"] == injected["grid"] and w["matter_code"] == injected["matter"])
+    detail = client.get(f"/api/warnings/{burst['id']}", headers=s1).json()
+    assert set(injected["ids"]) <= set(detail["case_ids"]) and any("泊松" in e for e in detail["explain"])
+    assert client.get(f"/api/warnings/{burst['id']}", headers=bearer("leader.002")).status_code == 403
+    # bad input names the field and changes nothing
+    r = client.get("/api/warnings?status=bogus", headers=leader)
+    assert r.status_code == 422 and "status" in r.text
+    assert client.get("/api/warnings?limit=0", headers=leader).status_code == 422
+    assert client.get("/api/warnings/0", headers=leader).status_code == 422
+    assert client.get("/api/warnings/999999", headers=leader).status_code == 404
+    # an open warning of the street becomes one proactive case, however often it is asked
+    with wdb.session() as s:
+        w = s.scalars(select(CockpitWarning).where(CockpitWarning.status == "open",
+                                                   CockpitWarning.street_code.like("%001"))
+                      .order_by(CockpitWarning.id)).first()
+        wid = w.id
+        n0 = s.scalar(select(func.count()).select_from(Case))
+    r1 = client.post(f"/api/warnings/{wid}/task", headers=s1)
+    r2 = client.post(f"/api/warnings/{wid}/task", headers=s1)
+    assert r1.status_code == 200 and r1.json() == r2.json()
+    with wdb.session() as s:
+        assert s.scalar(select(func.count()).select_from(Case)) == n0 + 1
+        case = s.get(Case, r1.json()["case_id"])
+        assert case.channel == "proactive" and case.code == r1.json()["case_code"]
+        assert s.get(CockpitWarning, wid).status == "tasked"
+    assert client.get(f"/api/warnings/{wid}", headers=s1).json()["status_label"] == "已转任务"
+
+
+def test_scan_expires_open_warnings_nobody_acted_on(wdb, injected):
+    """An open warning whose period ended more than expire_after_days before the scan, and
+    that the scan did not find again, expires; tasked/dismissed ones and recent ones stay."""
+    from jiedao.cockpit.models import CockpitWarning
+
+    as_of = injected["as_of"]
+    days = CFG["expire_after_days"]
+    made = {}
+    with wdb.session() as s:
+        for key, status, age in (("old-open", "open", days + 5), ("old-dismissed", "dismissed", days + 5),
+                                 ("recent-open", "open", days - 5)):
+            end = as_of - timedelta(days=age)
+            w = CockpitWarning(key=f"repeat_caller:expiry-test:{key}", kind="repeat_caller", title=key,
+                               detail={}, window_start=end - timedelta(days=30), window_end=end, score=0.1,
+                               status=status, case_ids=[], created_at=end, updated_at=end)
+            s.add(w)
+            s.flush()
+            made[key] = w.id
+    report: dict = {}
+    with wdb.session() as s:
+        counts = W.scan(s, as_of=as_of, report=report)
+    assert counts == injected["counts"] and report["expired"] >= 1 and report["created"] == 0
+    with wdb.session() as s:
+        status = {k: s.get(CockpitWarning, i).status for k, i in made.items()}
+        assert status == {"old-open": "expired", "old-dismissed": "dismissed", "recent-open": "open"}
+        # what the scan found again is never expired, however old its period
+        assert not s.scalars(select(CockpitWarning).where(CockpitWarning.status == "expired",
+                                                          CockpitWarning.window_end == as_of)).all()
+    # without expire_after_days nothing expires
+    cfg = {k: v for k, v in CFG.items() if k != "expire_after_days"}
+    with wdb.session() as s:
+        s.get(CockpitWarning, made["old-open"]).status = "open"
+    with wdb.session() as s:
+        W.scan(s, as_of=as_of, config=cfg)
+        assert s.get(CockpitWarning, made["old-open"]).status == "open"
+
+
+def test_expire_after_days_must_be_positive(tmp_path):
+    import yaml
+
+    from jiedao.errors import ValidationError
+
+    p = tmp_path / "w.yaml"
+    p.write_text(yaml.safe_dump({**CFG, "expire_after_days": -3}, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ValidationError) as e:
+        W.load_config(p)
+    assert "expire_after_days" in str(e.value)
