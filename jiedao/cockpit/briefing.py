@@ -15,6 +15,8 @@ import html
 import io
 import math
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -595,8 +597,9 @@ def _warnings(ctx: _Ctx) -> Section:
     if list_warnings is not None:
         with ctx.db.session() as s:
             who = ctx.principal or _system_principal(s)
-            ws = list_warnings(s, who, status="open", limit=200)
             p0, p1 = ctx.period.start, ctx.period.end
+            # expired = open until nobody acted on it in time: still not dealt with
+            ws = list_warnings(s, who, status=("open", "expired"), overlapping=(p0, p1), limit=1000)
             rows = []
             for w in ws:
                 ws_, we_ = _as_date(w.window_start), _as_date(w.window_end)
@@ -1231,6 +1234,69 @@ def render(b: Briefing, fmt: str) -> bytes:
         raise ValidationError([Problem("--format 必须是 html、docx 或 pdf")])
     out = FORMATS[fmt][1](b)
     return out.encode("utf-8") if isinstance(out, str) else out
+
+
+# ---------------------------------------------------------------- cache
+
+
+class BriefingCache:
+    """The last few briefings and their files, per (period, caller's scope, data version).
+
+    A briefing of the full demo takes seconds to gather and the DOCX/PDF more to draw, and
+    every reader of a month's briefing would otherwise pay that again. The data version is the
+    mirror snapshot the numbers come from plus the warnings table's (count, last change), so
+    a new case, a workflow action or a re-scan makes the next view rebuild; nothing else can
+    change what a briefing says.
+    """
+
+    def __init__(self, size: int = 16):
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple[Briefing, dict[str, bytes]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _key(db, period, principal, metrics) -> tuple:
+        from sqlalchemy import text
+
+        metrics.refresh()
+        with db.engine.connect() as c:
+            warnings = tuple(c.execute(text("SELECT COUNT(*), MAX(updated_at) FROM cockpit_warning")).one())
+        who = None if principal is None else (principal.role, principal.scope_level, principal.scope_code)
+        return (db.url, period.grain, period.start, who, metrics.mirror.version, warnings)
+
+    def briefing(self, db, period, *, principal=None, metrics) -> tuple[Briefing, tuple]:
+        """The briefing (built now or reused) and its cache key, for :meth:`file`."""
+        key = self._key(db, period, principal, metrics)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return hit[0], key
+        b = build_briefing(db, period, principal=principal, metrics=metrics)
+        with self._lock:
+            self.misses += 1
+            self._entries[key] = (b, {})
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return b, key
+
+    def file(self, b: Briefing, key: tuple, fmt: str) -> bytes:
+        """``render(b, fmt)``, drawn once per cached briefing."""
+        with self._lock:
+            entry = self._entries.get(key)
+            files = entry[1] if entry is not None and entry[0] is b else None
+            if files is not None and fmt in files:
+                return files[fmt]
+        data = render(b, fmt)
+        if files is not None:
+            with self._lock:
+                files[fmt] = data
+        return data
+
+
+cache = BriefingCache()
 
 
 def filename(b: Briefing, fmt: str) -> str:

@@ -180,6 +180,12 @@ class Mirror:
     def close(self) -> None:
         self.con.close()
 
+    @property
+    def version(self) -> tuple | None:
+        """What the mirror was last synced from (case count, last case, transition and
+        follow-up ids): equal versions mean equal figures."""
+        return self._probe
+
     # ---- sync -------------------------------------------------------------------------
     def _read_probe(self, conn: sa.Connection) -> tuple:
         # index-only look-ups (no scan of the wide case rows): every workflow action appends

@@ -68,15 +68,15 @@ def _months(request: Request) -> list:
     return out
 
 
-def _build(request: Request, principal: Principal, month: str | None) -> br.Briefing:
-    return br.build_briefing(request.app.state.db, _period(request, month), principal=principal,
+def _build(request: Request, principal: Principal, month: str | None) -> tuple[br.Briefing, tuple]:
+    return br.cache.briefing(request.app.state.db, _period(request, month), principal=principal,
                              metrics=_metrics(request))
 
 
 @router.get("/cockpit/briefing")
 def briefing_page(request: Request, p: Reader, month: MonthQ = None):
     """The briefing of a month within the caller's scope, with download links."""
-    b = _build(request, p, month)
+    b, _ = _build(request, p, month)
     ctx = br.briefing_context(b)
     months = _months(request)
     if b.period not in months:
@@ -90,8 +90,8 @@ def briefing_download(request: Request, fmt: str, p: Reader, month: MonthQ = Non
     """The same briefing as a file: docx, pdf or html."""
     if fmt not in br.FORMATS:
         raise NotFound("不支持的格式")
-    b = _build(request, p, month)
-    data = br.render(b, fmt)
+    b, key = _build(request, p, month)
+    data = br.cache.file(b, key, fmt)
     name = br.filename(b, fmt)
     cn = quote(f"{b.title}.{fmt}")
     return Response(data, media_type=br.FORMATS[fmt][0], headers={

@@ -724,13 +724,20 @@ def _restrict(stmt, principal):
                     community=CockpitWarning.community_code)
 
 
-def list_warnings(session: Session, principal, *, status: str | None = "open", kind: str | None = None,
+def list_warnings(session: Session, principal, *, status: str | Sequence[str] | None = "open",
+                  kind: str | None = None, overlapping: tuple[datetime, datetime] | None = None,
                   limit: int = 50, offset: int = 0) -> list[CockpitWarning]:
     """Warnings ``principal`` may see (a street leader: its street's), newest period first,
-    then by score. ``status=None`` lists every status."""
+    then by score. ``status`` is one status, several, or None for every status;
+    ``overlapping=(start, end)`` keeps the warnings whose period meets [start, end)."""
     stmt = _restrict(select(CockpitWarning), principal)
-    if status:
+    if isinstance(status, str):
         stmt = stmt.where(CockpitWarning.status == status)
+    elif status:
+        stmt = stmt.where(CockpitWarning.status.in_(list(status)))
+    if overlapping is not None:
+        stmt = stmt.where(CockpitWarning.window_end >= overlapping[0],
+                          CockpitWarning.window_start < overlapping[1])
     if kind:
         stmt = stmt.where(CockpitWarning.kind == kind)
     stmt = stmt.order_by(CockpitWarning.window_end.desc(), CockpitWarning.score.desc(),

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import datetime, time, timedelta
 from html import unescape
 from pathlib import Path
 
@@ -434,3 +435,43 @@ def test_page_errors_and_scope(as_user, m, period, street_leader):
     # anonymous: sent to log in, no briefing
     anon = TestClient(c.app).get(f"/cockpit/briefing?month={MONTH}", headers=HTML, follow_redirects=False)
     assert anon.status_code in (302, 303, 401)
+
+
+def test_cache_reuses_a_briefing_until_the_data_changes(demo_db, m, period, street_leader, monkeypatch):
+    """The same month and scope on the same data is built once and each file drawn once; a
+    warnings change (or a mirror sync that saw new cases) builds it again; scopes never share."""
+    from jiedao.cockpit.models import CockpitWarning
+
+    cache = br.BriefingCache(size=4)
+    built, drawn = [], []
+    real_build, real_render = br.build_briefing, br.render
+    monkeypatch.setattr(br, "build_briefing", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    monkeypatch.setattr(br, "render", lambda b, fmt: drawn.append(fmt) or real_render(b, fmt))
+    b1, k1 = cache.briefing(demo_db, period, metrics=m)
+    b2, k2 = cache.briefing(demo_db, period, metrics=m)
+    assert b1 is b2 and k1 == k2 and len(built) == 1
+    assert cache.file(b1, k1, "html") == cache.file(b2, k2, "html") and drawn == ["html"]
+    street, _ = cache.briefing(demo_db, period, principal=street_leader, metrics=m)
+    assert street is not b1 and street.scope_label != b1.scope_label and len(built) == 2
+    # a new open warning in the month changes the briefing's warnings section
+    with demo_db.session() as s:
+        at = datetime.combine(period.start + timedelta(days=19), time(12))
+        w = CockpitWarning(key="repeat_caller:cache-test", kind="repeat_caller", title="来电人 缓存测试",
+                           detail={}, window_start=at, window_end=at, score=99.0, status="open",
+                           case_ids=[], created_at=at, updated_at=at)
+        s.add(w)
+        s.flush()
+        wid = w.id
+    try:
+        b3, k3 = cache.briefing(demo_db, period, metrics=m)
+        assert b3 is not b1 and k3 != k1 and len(built) == 3
+        titles = lambda b: [r[1] for t in b.section("warning").tables for r in t.rows]  # noqa: E731
+        assert "来电人 缓存测试" in titles(b3) and "来电人 缓存测试" not in titles(b1)
+    finally:
+        with demo_db.session() as s:
+            s.delete(s.get(CockpitWarning, wid))
+    # a new mirror version (what a sync after new cases gives) misses as well
+    monkeypatch.setattr(type(m.mirror), "version", property(lambda self: ("changed",)))
+    b4, _ = cache.briefing(demo_db, period, metrics=m)
+    assert b4 is not b1 and len(built) == 4
+    assert len(cache._entries) == 4
