@@ -101,6 +101,11 @@ elif mode == "incremental":
     out["refuse_cpu"] = cpu() - c0
     out["loadavg"] = os.getloadavg()[0]
     out["timings"] = tim
+    from jiedao.hub.link import latest_model
+    with db.session() as ses:  # how much of the record graph the incremental re-link re-clustered
+        m = latest_model(ses, "enterprise").metrics
+        out["relinked_records"] = m.get("relinked_records")
+        out["relink_incremental"] = m.get("incremental")
 out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(out, ensure_ascii=False, default=str))
 """
@@ -133,6 +138,8 @@ def run(quick: bool = False) -> list[dict]:
         inc = child("incremental", url, data_dir, scale, tmp)
     print(f"  ledgers: {prep['rows']} ({prep['records']:,} rows)")
     print(f"  fuse steps: {fused['timings']}")
+    print(f"  incremental re-fuse steps: {inc['timings']} (re-link incremental: "
+          f"{inc.get('relink_incremental')})")
     if fused.get("errors"):
         print(f"  errors: {fused['errors']}")
     out = [
@@ -160,6 +167,9 @@ def run(quick: bool = False) -> list[dict]:
          "target": None, "better": "lower"},
         {"name": "load average during re-fuse (1 min, at end)", "value": round(inc["loadavg"], 1),
          "unit": "", "target": None, "better": "lower"},
+        {"name": "records re-linked by the incremental re-link (enterprise)",
+         "value": float(inc.get("relinked_records") or 0), "unit": "rows", "target": None,
+         "better": "lower"},
     ]
     ev = fused.get("evaluation")
     if ev:

@@ -305,7 +305,7 @@ def affected_entities(session, entity_type: str, fields: dict) -> set[int] | Non
     from sqlalchemy import or_, select
 
     from jiedao.db import get_meta
-    from jiedao.hub.models import Link, LinkModel, Record
+    from jiedao.hub.models import Entity, Link, LinkModel, Record
 
     raw = get_meta(session, STATE_KEY.format(entity_type))
     if not raw:
@@ -328,7 +328,9 @@ def affected_entities(session, entity_type: str, fields: dict) -> set[int] | Non
         out.update(int(e) for e in touched)
     out.update(session.scalars(
         select(Link.entity_id).join(Record, Record.id == Link.record_id)
-        .where(or_(Record.last_run_id > imp, Record.vanished_run_id > imp))))
+        .join(Entity, Entity.id == Link.entity_id)
+        .where(Entity.entity_type == entity_type,
+               or_(Record.last_run_id > imp, Record.vanished_run_id > imp))))
     return out
 
 
@@ -348,6 +350,7 @@ def build_golden(session, entity_type: str = "enterprise", *, config: dict | Non
     cells are written. Incremental: only entities affected since the last build (see
     :func:`affected_entities`) are recomputed, unless ``full`` or nothing is known.
     Returns counts (entities, fields, conflicts, written, removed, incremental)."""
+    import numpy as np
     import pandas as pd
     from sqlalchemy import delete, select, tuple_, update
 
@@ -392,6 +395,7 @@ def build_golden(session, entity_type: str = "enterprise", *, config: dict | Non
                        merged["conflict"].tolist(), merged["conflict_old"].fillna(False).tolist(),
                        merged["alternatives"].tolist(), merged["alternatives_old"].tolist(),
                        strict=True)]
+        changed = np.array(changed, dtype=bool)  # a boolean mask even when empty
         todo = merged[changed]
         todo_new = is_new[changed]
         ins = todo[todo_new]

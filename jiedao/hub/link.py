@@ -249,9 +249,15 @@ def _rule_keys(rule: list) -> list[str]:
     return [str(k) for k in rule]
 
 
-def prepare_frame(df, cfg: dict):
+def prepare_frame(df, cfg: dict, *, qgrams: bool = True, capped: dict | None = None,
+                  capped_out: dict | None = None):
     """A copy of ``df`` ready for Splink: text columns cleaned, q-gram arrays, valid
-    deterministic keys (``k_<column>``) and capped blocking keys (``bk_<i>``)."""
+    deterministic keys (``k_<column>``) and capped blocking keys (``bk_<i>``).
+
+    A blocking key value held by more than ``max_block_size`` records is dropped; ``capped``
+    ({"bk_<i>": values}) gives the dropped values instead of counting them in ``df`` (an
+    incremental re-link counts on all records, links a part); ``capped_out`` receives the
+    values dropped. ``qgrams=False`` leaves out the q-gram columns (keys only)."""
     import pandas as pd
     import pyarrow as pa
 
@@ -284,7 +290,7 @@ def prepare_frame(df, cfg: dict):
     # q-gram arrays used by the comparison levels
     for comp in cfg["comparisons"]:
         for lv in comp["levels"]:
-            if lv["kind"] in ("jaccard", "overlap"):
+            if lv["kind"] in ("jaccard", "overlap") and qgrams:
                 name = f"q{lv.get('q', 1)}_{lv['column']}"
                 if name not in out.columns:
                     q = lv.get("q", 1)
@@ -312,7 +318,13 @@ def prepare_frame(df, cfg: dict):
     for prefix, rules in (("bk", cfg["blocking_rules"]), ("ek", tr.get("em_blocking_rules") or [])):
         cap = caps[prefix]
         for i, rule in enumerate(rules):
-            out[f"{prefix}_{i}"] = _block_key(out, [_key_name(k) for k in _rule_keys(rule)], cap)
+            name = f"{prefix}_{i}"
+            given = None if capped is None or prefix != "bk" else capped.get(name, ())
+            dropped: set = set()
+            out[name] = _block_key(out, [_key_name(k) for k in _rule_keys(rule)], cap,
+                                   given, dropped)
+            if capped_out is not None and prefix == "bk":
+                capped_out[name] = sorted(dropped)
     for c in out.columns:  # text as compact arrow strings; missing is NULL on every backend
         if c != "record_id" and out[c].dtype == object:
             vals = [v if isinstance(v, str) else None for v in out[c].tolist()]
@@ -327,17 +339,28 @@ def _prefix(series, n: int):
                      index=series.index, dtype=object)
 
 
-def _block_key(out, cols: list[str], cap: int):
+def _block_key(out, cols: list[str], cap: int, capped=None, dropped: set | None = None):
     """One string per record joining ``cols`` (None when any is missing or the block holds
-    more than ``cap`` records)."""
+    more than ``cap`` records — or, when ``capped`` is given, when the value is in it).
+    ``dropped`` receives the values left out."""
     key = None
     for c in cols:
         part = out[c]
         key = part if key is None else key.where(key.isna() | part.isna(), key + "\x1f" + part)
         key = key.where(part.notna(), None)
-    if cap:
-        sizes = key.map(key.value_counts())
-        key = key.where(~(sizes > cap), None)
+    if capped is not None:
+        if len(capped):
+            drop = key.isin(list(capped))
+            if dropped is not None:
+                dropped.update(key[drop].unique().tolist())
+            key = key.where(~drop, None)
+    elif cap:
+        counts = key.value_counts()
+        big = counts[counts > cap]
+        if len(big):
+            if dropped is not None:
+                dropped.update(str(v) for v in big.index.tolist())
+            key = key.where(~key.isin(big.index.tolist()), None)
     return key.astype(object).where(key.notna(), None)
 
 
@@ -743,6 +766,10 @@ class LinkResult:
     model: dict  # trained parameters (see train_model)
     links: dict[int, tuple[str, float | None]] = field(default_factory=dict)  # method, prob
     stats: dict = field(default_factory=dict)
+    # record_id -> smallest record_id connected to it by a shared valid key, a steward's
+    # accepted pair or a scored pair (p >= p_lo): clustering and review never cross these
+    components: dict[int, int] = field(default_factory=dict)
+    capped: dict[str, list] = field(default_factory=dict)  # blocking key values left out
 
     def __iter__(self) -> Iterator:
         return iter((self.clusters, self.review, self.model))
@@ -761,18 +788,20 @@ def _pair(a: int, b: int) -> tuple[int, int]:
 
 def link_frame(df, config: dict | None = None, backend: str = "duckdb", must_link=(),
                cannot_link=(), model: dict | None = None, *, spark=None,
-               decided=()) -> LinkResult:
+               decided=(), capped: dict | None = None) -> LinkResult:
     """Cluster the records of ``df`` (records_frame columns) into entities.
 
     ``must_link`` / ``cannot_link``: iterables of (record_id, record_id) from steward
     decisions. ``model``: parameters from an earlier run (skip training). ``decided``: pairs
-    already decided (never returned for review). Returns a :class:`LinkResult`."""
+    already decided (never returned for review). ``capped``: blocking key values to leave
+    out (see :func:`prepare_frame`; default: counted in ``df``). Returns a :class:`LinkResult`."""
     cfg = config if config is not None else load_linkage_config()
     if config is not None:
         validate_config(cfg)
     _quiet_splink()
     t0 = time.perf_counter()
-    prepared = prepare_frame(df, cfg)
+    capped_out: dict = {}
+    prepared = prepare_frame(df, cfg, capped=capped, capped_out=capped_out)
     timings = {"prepare": round(time.perf_counter() - t0, 2), "rss_mb.prepare": _rss_mb()}
     ids = prepared["record_id"].tolist()
     idset = set(ids)
@@ -891,9 +920,45 @@ def link_frame(df, config: dict | None = None, backend: str = "duckdb", must_lin
         else:
             links[r] = (method.get(r, "probabilistic"), prob.get(r))
     stats["clusters"] = len(sizes)
+    components = _components(ids, [*must, *((a, b) for _, a, b, _ in edges)],
+                             list(keys.values()))
+    stats["components"] = len(set(components.values()))
     stats["seconds"] = round(time.perf_counter() - t0, 2)
     stats["timings"] = timings
-    return LinkResult(clusters=clusters, review=review, model=model, links=links, stats=stats)
+    return LinkResult(clusters=clusters, review=review, model=model, links=links, stats=stats,
+                      components=components, capped=capped_out)
+
+
+def _components(ids: list[int], pairs: Iterable[tuple[int, int]],
+                keys: Iterable[dict[int, str]]) -> dict[int, int]:
+    """record_id -> smallest record_id of its connected component (plain union-find over
+    ``pairs`` and records sharing a value of any of ``keys``)."""
+    parent = {i: i for i in ids}
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def join(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            if rb < ra:
+                ra, rb = rb, ra
+            parent[rb] = ra  # the root is always the smallest id of the set
+
+    for a, b in pairs:
+        join(a, b)
+    for vals in keys:
+        first: dict[str, int] = {}
+        for rid, v in vals.items():
+            f = first.setdefault(v, rid)
+            if f != rid:
+                join(f, rid)
+    return {i: find(i) for i in ids}
 
 
 # --------------------------------------------------------------------------- database
@@ -949,11 +1014,108 @@ def assign_entity_ids(clusters: dict[int, int], existing: dict[int, int]) -> tup
     return assigned, {e: sorted(k) for e, k in spread.items()}
 
 
+INCREMENTAL_MAX_SHARE = 0.5  # re-link in full when a change reaches more of the records
+
+
+def record_fingerprints(df) -> dict[int, str]:
+    """record_id -> 16-hex digest of the record's linkage fields (FRAME_COLUMNS): a record
+    whose digest differs from the one stored with its link changed since that linkage."""
+    cols = [df[c].tolist() for c in FRAME_COLUMNS[1:]]
+    out = {}
+    for rid, *vals in zip(df["record_id"].tolist(), *cols, strict=True):
+        body = "\x1f".join("" if v is None or v != v else str(v) for v in vals)
+        out[int(rid)] = hashlib.blake2b(body.encode("utf-8"), digest_size=8).hexdigest()
+    return out
+
+
+def _incremental_scope(session, df, cfg: dict, prev, old: dict, fps: dict[int, str],
+                       must) -> tuple[set[int], dict, dict] | None:
+    """The records an incremental re-link must re-cluster, or None (link everything).
+
+    Changed records D: new, changed (fingerprint), vanished since the last linkage, both
+    records of every steward decision made since, and every record in a block whose capping
+    (``max_block_size``) flipped. Candidates S: D and every record sharing a blocking key, a
+    deterministic key or an accepted pair with a record of D. The scope is S plus every
+    record of the stored component of any record of S or of a vanished record: it is closed
+    under the graph's edges (an edge between two unchanged records existed last time, so
+    both ends share a stored component), hence clustering it alone gives what a full
+    re-link would give for it, and everything outside keeps its links. Returns
+    (scope, capped values counted on all records, counts)."""
+    from sqlalchemy import select
+
+    from jiedao.hub.models import Review
+
+    metrics = prev.metrics or {}
+    prev_capped = metrics.get("capped_blocks")
+    if prev_capped is None or not metrics.get("components"):
+        return None
+    ids = df["record_id"].tolist()
+    if any(old[r][3] is None for r in old):
+        return None
+    # blocking and deterministic keys of every current record (no q-grams), uncapped
+    rules = cfg["blocking_rules"]
+    keys = prepare_frame(df, cfg, qgrams=False, capped={f"bk_{i}": () for i in range(len(rules))})
+    cap = int(cfg.get("max_block_size") or 0)
+    capped: dict[str, list] = {}
+    for i in range(len(rules)):
+        name = f"bk_{i}"
+        if cap:
+            counts = keys[name].value_counts()
+            capped[name] = sorted(str(v) for v in counts[counts > cap].index.tolist())
+        else:
+            capped[name] = []
+    idset = set(ids)
+    changed = {r for r in ids if r not in old or old[r][4] != fps[r]}
+    vanished = [r for r in old if r not in idset]
+    since = prev.trained_at
+    for a, b in session.execute(select(Review.record_a, Review.record_b).where(
+            Review.status.in_(("accepted", "rejected")), Review.decided_at >= since)):
+        changed.update(x for x in (a, b) if x in idset)
+    n_decided = len(changed)
+    rid = keys["record_id"]
+    flipped = 0
+    mask = rid.isin(list(changed))
+    for i in range(len(rules)):
+        name = f"bk_{i}"
+        flip = set(capped[name]) ^ set(prev_capped.get(name) or ())
+        if flip:
+            hit = keys[name].isin(list(flip))
+            flipped += int(hit.sum())
+            mask |= hit
+    d_mask = mask.copy()
+    s_mask = d_mask.copy()
+    key_cols = [f"bk_{i}" for i in range(len(rules))] + [
+        "k_" + _key_of(d) for d in cfg.get("deterministic") or []]
+    for col in key_cols:
+        col_vals = keys[col]
+        if col.startswith("bk_") and capped[col]:
+            col_vals = col_vals.where(~col_vals.isin(capped[col]), None)
+        vals = col_vals[d_mask].dropna().unique().tolist()
+        if vals:
+            s_mask |= col_vals.isin(vals)
+    s = set(rid[s_mask].tolist())
+    d = set(rid[d_mask].tolist())
+    for a, b in must:
+        if a in d or b in d:
+            s.update(x for x in (a, b) if x in idset)
+    comps = {old[r][3] for r in s if r in old} | {old[r][3] for r in vanished}
+    scope = s | {r for r in ids if r in old and old[r][3] in comps}
+    del keys
+    counts = {"changed": len(d), "decided_or_new": n_decided, "flipped_block_records": flipped,
+              "vanished": len(vanished), "candidates": len(s), "scope": len(scope)}
+    return scope, capped, counts
+
+
 def run_linkage(session, entity_type: str = "enterprise", backend: str = "duckdb", *,
-                config: dict | None = None, retrain: bool = True, spark=None) -> dict:
+                config: dict | None = None, retrain: bool = True, spark=None,
+                incremental: bool | None = None) -> dict:
     """Link the current records of ``entity_type`` and write entities, links and the review
-    queue (stable entity ids; steward decisions enforced). Returns a summary dict."""
-    from sqlalchemy import delete, insert, select, update
+    queue (stable entity ids; steward decisions enforced). Returns a summary dict.
+
+    With the saved model reused (``retrain=False``, configuration unchanged) and
+    ``incremental`` not False, only the part of the record graph that changes since the last
+    linkage can reach is re-clustered (see :func:`_incremental_scope`; docs/hub.md)."""
+    from sqlalchemy import delete, func, insert, select, update
 
     from jiedao.clock import now
     from jiedao.hub.loads import records_frame
@@ -965,12 +1127,42 @@ def run_linkage(session, entity_type: str = "enterprise", backend: str = "duckdb
     ids = set(df["record_id"].tolist())
     must, cannot, known = _decisions(session, ids)
     model = None
-    if not retrain:
-        prev = latest_model(session, entity_type)
-        if prev is not None and prev.params.get("config_hash") == config_hash(cfg):
-            model = prev.params
-    res = link_frame(df, cfg, backend, must_link=must, cannot_link=cannot, model=model,
-                     spark=spark, decided=known)
+    prev = latest_model(session, entity_type)
+    if not retrain and prev is not None and prev.params.get("config_hash") == config_hash(cfg):
+        model = prev.params
+
+    # existing links of this entity type
+    rows = session.execute(select(Link.record_id, Link.entity_id, Link.method, Link.probability,
+                                  Link.component, Link.fingerprint)
+                           .join(Entity, Entity.id == Link.entity_id)
+                           .where(Entity.entity_type == entity_type)).all()
+    old_full = {r: (e, m, p, c, f) for r, e, m, p, c, f in rows}
+    del rows
+    fps = record_fingerprints(df)
+    scope = None
+    inc_counts: dict = {}
+    capped = None
+    if incremental is not False and model is not None and prev is not None \
+            and prev.backend == backend and len(df):
+        t1 = time.perf_counter()
+        plan = _incremental_scope(session, df, cfg, prev, old_full, fps, must)
+        if plan is not None:
+            scope, capped, inc_counts = plan
+            inc_counts["seconds"] = round(time.perf_counter() - t1, 2)
+            if len(scope) > INCREMENTAL_MAX_SHARE * len(ids):
+                scope, capped = None, None
+    if scope is not None:
+        df_link = df[df["record_id"].isin(list(scope))].reset_index(drop=True)
+        old = {r: v for r, v in old_full.items() if r in scope or r not in ids}
+    else:
+        df_link = df
+        old = old_full
+    if len(df_link):
+        res = link_frame(df_link, cfg, backend, must_link=must, cannot_link=cannot,
+                         model=model, spark=spark, decided=known, capped=capped)
+    else:  # nothing changed since the last linkage
+        res = LinkResult(clusters={}, review=[], model=model, stats={"records": 0})
+    link_ids = set(res.clusters)
     at = now()
     lm = LinkModel(entity_type=entity_type, backend=backend, params=res.model, trained_at=at,
                    metrics={"stats": res.stats, "retrained": model is None})
@@ -978,15 +1170,17 @@ def run_linkage(session, entity_type: str = "enterprise", backend: str = "duckdb
     session.flush()
     run_id = lm.id
 
-    # existing links of this entity type
-    rows = session.execute(select(Link.record_id, Link.entity_id, Link.method, Link.probability)
-                           .join(Entity, Entity.id == Link.entity_id)
-                           .where(Entity.entity_type == entity_type)).all()
-    old = {r: (e, m, p) for r, e, m, p in rows}
-    existing = {r: v[0] for r, v in old.items() if r in ids}
+    existing = {r: v[0] for r, v in old.items() if r in link_ids}
     assigned, spread = assign_entity_ids(res.clusters, existing)
-    live = set(session.scalars(select(Entity.id).where(Entity.entity_type == entity_type,
-                                                       Entity.retired.is_(False))))
+    if scope is None:
+        live = set(session.scalars(select(Entity.id).where(Entity.entity_type == entity_type,
+                                                           Entity.retired.is_(False))))
+    else:  # only entities holding records of the scope (or vanished ones) can change
+        mine = sorted({v[0] for v in old.values()})
+        live = set()
+        for i in range(0, len(mine), 5000):
+            live.update(session.scalars(select(Entity.id).where(
+                Entity.id.in_(mine[i:i + 5000]), Entity.retired.is_(False))))
 
     # new entities, in cluster-key order
     new_keys = sorted(k for k, e in assigned.items() if e is None)
@@ -1035,16 +1229,19 @@ def run_linkage(session, entity_type: str = "enterprise", backend: str = "duckdb
     new_links = {}
     for rec, key in res.clusters.items():
         m, p = res.links[rec]
-        new_links[rec] = (assigned[key], m, None if p is None else float(p))
+        new_links[rec] = (assigned[key], m, None if p is None else float(p),
+                          res.components[rec], fps[rec])
     ins, upd = [], []
-    for rec, (e, m, p) in new_links.items():
+    for rec, (e, m, p, c, f) in new_links.items():
         cur = old.get(rec)
+        row = {"record_id": rec, "entity_id": e, "method": m, "probability": p,
+               "component": c, "fingerprint": f}
         if cur is None:
-            ins.append({"record_id": rec, "entity_id": e, "method": m, "probability": p,
-                        "run_id": run_id, "at": at})
-        elif cur[0] != e or cur[1] != m or cur[2] != p:
-            upd.append({"record_id": rec, "entity_id": e, "method": m, "probability": p,
-                        "run_id": run_id, "at": at})
+            ins.append(dict(row, run_id=run_id, at=at))
+        elif cur[:3] != (e, m, p):
+            upd.append(dict(row, run_id=run_id, at=at))
+        elif cur[3:] != (c, f):  # same link, other bookkeeping: keeps its run and time
+            upd.append(row)
     gone = [r for r in old if r not in new_links]
     moved = sum(1 for u in upd if old[u["record_id"]][0] != u["entity_id"])
     # entities whose set of records changed (golden records are rebuilt only for these)
@@ -1056,10 +1253,16 @@ def run_linkage(session, entity_type: str = "enterprise", backend: str = "duckdb
     touched.update(r["entity"] for r in retired)
     for i in range(0, len(gone), 5000):
         session.execute(delete(Link).where(Link.record_id.in_(gone[i:i + 5000])))
-    if upd:
-        session.execute(update(Link), upd)
+    for group in (
+            [u for u in upd if "run_id" in u], [u for u in upd if "run_id" not in u]):
+        for i in range(0, len(group), 20000):
+            session.execute(update(Link), group[i:i + 20000])
     if ins:
-        session.execute(insert(Link), ins)
+        from jiedao.hub.bulk import insert_rows
+
+        cols = ("record_id", "entity_id", "method", "probability", "component", "fingerprint",
+                "run_id", "at")
+        insert_rows(session, Link.__table__, cols, [tuple(r[c] for c in cols) for r in ins])
 
     # review queue: new borderline pairs only (decided or queued pairs are never re-queued)
     if res.review:
@@ -1069,17 +1272,28 @@ def run_linkage(session, entity_type: str = "enterprise", backend: str = "duckdb
              "detail": {"levels": r["detail"], "run": run_id}, "created_at": at}
             for r in res.review])
     session.flush()
+    if scope is None:
+        n_entities = len(set(assigned.values()))
+    else:
+        n_entities = int(session.scalar(select(func.count(func.distinct(Link.entity_id)))
+                                        .join(Entity, Entity.id == Link.entity_id)
+                                        .where(Entity.entity_type == entity_type)) or 0)
     summary = {
         "run": run_id, "entity_type": entity_type, "backend": backend,
-        "records": len(ids), "entities": len(set(assigned.values())),
+        "records": len(ids), "entities": n_entities,
         "new_entities": len(new_keys), "retired_entities": len(retired),
         "links_new": len(ins), "links_changed": len(upd), "links_moved": moved,
         "links_removed": len(gone), "merges": merges, "splits": splits, "retired": retired,
         "review_enqueued": len(res.review), "steward_must_links": len(must),
         "steward_cannot_links": len(cannot), "retrained": model is None,
+        "incremental": scope is not None, "relinked_records": len(link_ids),
+        "incremental_scope": inc_counts or None,
         "link_stats": res.stats, "seconds": round(time.perf_counter() - t0, 2),
     }
     lm.metrics = {k: v for k, v in summary.items() if k not in ("merges", "splits", "retired")}
+    # what the next incremental run needs: the capped blocking values of all records
+    lm.metrics["capped_blocks"] = capped if capped is not None else res.capped
+    lm.metrics["components"] = True
     # listed when few (an incremental run); None means "too many to list: rebuild all"
     lm.metrics["touched_entities"] = (sorted(int(e) for e in touched)
                                       if len(touched) <= TOUCHED_LIST_MAX else None)
@@ -1155,17 +1369,21 @@ def register_cli(hub_app) -> None:
         backend: str = typer.Option("duckdb", "--backend", help="duckdb 或 spark"),
         reuse_model: bool = typer.Option(False, "--reuse-model",
                                          help="沿用上次训练的模型（配置未变时）"),
+        full: bool = typer.Option(False, "--full",
+                                  help="沿用模型时也重新关联全部记录（默认只重新关联变化波及的部分）"),
     ) -> None:
         """关联记录：信用代码确定性关联 + 概率关联，实体编号跨批次稳定。"""
         from jiedao.db import get_database
 
         with get_database().session() as s:
-            out = run_linkage(s, entity_type, backend, retrain=not reuse_model)
+            out = run_linkage(s, entity_type, backend, retrain=not reuse_model,
+                              incremental=False if full else None)
         typer.echo(f"关联第{out['run']}次（{out['backend']}）：记录 {out['records']:,} → 实体 "
                    f"{out['entities']:,}；新建 {out['new_entities']:,}，注销 "
                    f"{out['retired_entities']:,}，合并 {len(out['merges']):,}，拆分 "
                    f"{len(out['splits']):,}，改动关联 {out['links_changed']:,}，"
-                   f"新增待审核 {out['review_enqueued']:,}，用时 {out['seconds']:.1f}s")
+                   f"新增待审核 {out['review_enqueued']:,}，重新关联记录 "
+                   f"{out['relinked_records']:,}，用时 {out['seconds']:.1f}s")
 
     review_app = typer.Typer(help="关联审核队列", no_args_is_help=True)
     hub_app.add_typer(review_app, name="review")

@@ -141,6 +141,11 @@ class Link(Base):
     probability: Mapped[float | None] = mapped_column(Float, default=None)
     run_id: Mapped[int | None] = mapped_column(Integer, default=None)
     at: Mapped[datetime] = mapped_column(DateTime, default=now)
+    # linkage component (smallest record id of the records connected by keys, steward links or
+    # scored pairs) and a digest of the record's linkage fields: what an incremental re-link
+    # needs to find the part of the graph a change can reach (see link.run_linkage)
+    component: Mapped[int | None] = mapped_column(Integer, default=None)
+    fingerprint: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class Review(Base):

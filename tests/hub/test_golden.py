@@ -149,6 +149,7 @@ def test_golden_incremental_only_affected_entities(fresh_db):
         run_linkage(s, retrain=False)
         first = build_golden(s, "enterprise")
         assert first["incremental"] is False
+        build_golden(s, "building")  # no buildings here; records its state
         ent = dict(s.execute(select(Link.record_id, Link.entity_id)).all())
         # a load changes the phone of one registry record
         rid = int(df.loc[df["source_code"] == "SCJG", "record_id"].iloc[0])
@@ -158,6 +159,11 @@ def test_golden_incremental_only_affected_entities(fresh_db):
         rec = s.get(Record, rid)
         rec.phone, rec.last_run_id, rec.updated_at = "027-66660000", run.id, datetime(2030, 1, 1)
         s.flush()
+        # another entity type's incremental build leaves the enterprise cells alone
+        before = _cells(s)
+        other = build_golden(s, "building")
+        assert other["incremental"] is True and other["recomputed_entities"] == 0
+        assert _cells(s) == before
         out = build_golden(s, "enterprise")
         assert out["incremental"] is True and out["recomputed_entities"] == 1
         assert golden_record(s, ent[rid])["phone"]["value"] == "027-66660000"
