@@ -20,8 +20,36 @@ def _processors(table: Table, columns: Sequence[str], dialect) -> list:
     out = []
     for c in columns:
         proc = table.c[c].type._cached_bind_processor(dialect)
-        out.append(proc)
+        out.append(None if proc is None else _memo(proc))
     return out
+
+
+def _memo(proc, limit: int = 100_000):
+    """``proc`` remembering its results for repeated values (import times, dates, flags and
+    empty JSON lists repeat across millions of rows); other values are converted each time."""
+    cache: dict = {}
+    empty: dict = {}
+
+    def conv(v):
+        t = type(v)
+        if t is list or t is dict:
+            if v:
+                return proc(v)
+            r = empty.get(t)
+            if r is None:
+                r = empty[t] = proc(v)
+            return r
+        try:
+            return cache[v]
+        except KeyError:
+            r = proc(v)
+            if len(cache) < limit:
+                cache[v] = r
+            return r
+        except TypeError:  # unhashable
+            return proc(v)
+
+    return conv
 
 
 def insert_rows(session: Session, table: Table, columns: Sequence[str],

@@ -157,7 +157,13 @@ def survive_frame(records, fields: dict):
             continue
         col = spec["column"]
         cmp_col = spec.get("compare", col)
-        cand = df[df[col].notna()]
+        need = ["entity_id", "record_id", "source_code", "run_id", "run_at", "_recent", "_prio",
+                "_complete", col]
+        for extra in [cmp_col] + [str(r).partition(":")[2] for r in spec.get("rules") or []
+                                  if str(r).startswith("prefer:")]:
+            if extra not in need:
+                need.append(extra)
+        cand = df.loc[df[col].notna().to_numpy(), need]  # only the columns this field uses
         if spec.get("valid", "nonblank") != "nonblank" and len(cand):
             ok = _validator(spec["valid"])
             vals = cand[col].tolist()
@@ -216,8 +222,8 @@ def survive_frame(records, fields: dict):
         win = winners[lead]
         col = spec["column"]
         if col not in win.columns:
-            win = win.assign(**{col: [_text(v) for v in
-                                      records.loc[win.index, col].tolist()]})
+            win = win.assign(**{col: df.loc[win.index, col].tolist() if col in df.columns else
+                                [_text(v) for v in records.loc[win.index, col].tolist()]})
         win = win[win[col].notna()]
         frame = pd.DataFrame({
             "entity_id": win["entity_id"].values, "field": name, "value": win[col].values,
@@ -422,10 +428,22 @@ def build_golden(session, entity_type: str = "enterprise", *, config: dict | Non
 
 
 def _tuples(frame):
-    """Rows of ``frame`` as plain tuples in GOLDEN_COLUMNS order (for the bulk insert)."""
-    for t in frame[GOLDEN_COLUMNS].itertuples(index=False, name=None):
-        yield (int(t[0]), t[1], t[2], t[3], int(t[4]),
-               None if t[5] is None or t[5] != t[5] else int(t[5]), _py(t[6]), bool(t[7]), t[8])
+    """Rows of ``frame`` as plain tuples in GOLDEN_COLUMNS order (for the bulk insert);
+    converted column by column (import times repeat: each distinct one converted once)."""
+    if len(frame) == 0:
+        return iter(())
+    ents = [int(v) for v in frame["entity_id"].tolist()]
+    recs = [int(v) for v in frame["record_id"].tolist()]
+    runs = [None if v is None or v != v else int(v) for v in frame["run_id"].tolist()]
+    import pandas as pd
+
+    codes, uniques = pd.factorize(frame["at"], use_na_sentinel=True)
+    conv = [_py(v) for v in list(uniques)] + [None]  # code -1 (missing) → None
+    ats = [conv[c] for c in codes.tolist()]
+    return zip(ents, frame["field"].tolist(), frame["value"].tolist(),
+               frame["source_code"].tolist(), recs, runs, ats,
+               [bool(v) for v in frame["conflict"].tolist()], frame["alternatives"].tolist(),
+               strict=True)
 
 
 def golden_record(session, entity_id: int) -> dict[str, dict]:
