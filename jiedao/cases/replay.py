@@ -56,7 +56,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -526,11 +526,11 @@ TABLE_COLUMNS = {
                                 "suggested_department", "chosen_department", "text", "used_in_training",
                                 "detail"),
 }
-JSON_COLUMNS = {"analysis", "detail"}
 
 
 class Writer:
-    """Bulk insert of plain tuples: executemany on SQLite, COPY on PostgreSQL."""
+    """Bulk insert of rows ready to be written (values already as SQLite stores them on SQLite,
+    JSON already serialised): executemany on SQLite, COPY on PostgreSQL."""
 
     def __init__(self, conn: sa.Connection):
         self.conn = conn
@@ -538,22 +538,11 @@ class Writer:
         self.counts: Counter = Counter()
         self.seconds = 0.0
 
-    def _sqlite_value(self, v):
-        if isinstance(v, datetime):
-            return v.isoformat(" ", "microseconds")
-        if isinstance(v, bool):
-            return int(v)
-        return v
-
-    def insert(self, table: str, rows: list[tuple]) -> None:
+    def insert(self, table: str, rows: list) -> None:
         if not rows:
             return
         t0 = time.perf_counter()
         cols = TABLE_COLUMNS[table]
-        json_idx = [i for i, c in enumerate(cols) if c in JSON_COLUMNS]
-        if json_idx:
-            rows = [tuple(json.dumps(v, ensure_ascii=False) if i in json_idx and v is not None else v
-                          for i, v in enumerate(r)) for r in rows]
         if self.pg:
             raw = self.conn.connection.driver_connection
             with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
@@ -561,8 +550,7 @@ class Writer:
                     cp.write_row(r)
         else:
             sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-            conv = self._sqlite_value
-            self.conn.exec_driver_sql(sql, [tuple(conv(v) for v in r) for r in rows])
+            self.conn.connection.driver_connection.executemany(sql, rows)  # lists as well as tuples
         self.counts[table] += len(rows)
         self.seconds += time.perf_counter() - t0
 
@@ -645,14 +633,18 @@ class ReplayResult:
     rates: dict[str, Any]
     timings: dict[str, float]
     training: dict[str, Any]
+    workers: dict[str, float] = field(default_factory=dict)  # the workers' CPU seconds per step
 
 
 def _spool(gen, path: str, on_progress: Callable[[int], None] | None,
-           until: datetime | None = None) -> tuple[int, list[tuple[str, str]]]:
-    """Generate the year once into a pickle spool (appeals received before ``until``);
-    return (count, train rows)."""
+           until: datetime | None = None, on_chunk: Callable[[int], None] | None = None,
+           ) -> tuple[int, list[tuple[str, str]], list[int]]:
+    """Generate the year once into a pickle spool (appeals received before ``until``), in
+    chunks of :data:`CHUNK`; ``on_chunk(offset)`` is called after each chunk is written.
+    Returns (count, train rows, the chunks' offsets in the spool)."""
     n = 0
     train: list[tuple[str, str]] = []
+    offsets: list[int] = []
     with open(path, "wb") as fh:
         for chunk in gen.chunks(CHUNK):
             stop = until is not None and chunk[-1].received_at >= until
@@ -660,53 +652,64 @@ def _spool(gen, path: str, on_progress: Callable[[int], None] | None,
                 chunk = [a for a in chunk if a.received_at < until]
                 if not chunk:
                     break
+            offsets.append(fh.tell())
             pickle.dump(chunk, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            fh.flush()
+            if on_chunk:
+                on_chunk(offsets[-1])
             train += [(a.text, a.matter_code) for a in chunk if not a.held_out]
             n += len(chunk)
             if on_progress:
                 on_progress(len(chunk))
             if stop:
                 break
-    return n, train
-
-
-def _unspool(path: str) -> Iterator[list]:
-    with open(path, "rb") as fh:
-        while True:
-            try:
-                yield pickle.load(fh)
-            except EOFError:
-                return
+    return n, train, offsets
 
 
 REPLAY_TRAIN_CAP = 120  # train rows per matter (a fixed-seed sample of the train split): trains in about a minute
 SMALL_TRAIN_ROWS = 900  # the small (test) demo trains on this many train-split rows, to stay fast
 
 
-def build_pipeline(session: Session, train_rows: list[tuple[str, str]], catalog, calendar):
+def _geo(session: Session) -> tuple:
+    """(address resolver, grid index, locator) of the district, as the analyzer builds them."""
+    from jiedao.cases.analysis.analyzer import AnalysisConfig
+    from jiedao.cases.analysis.location import Locator
+    from jiedao.geo.locate import AddressResolver, GridIndex
+
+    cfg = AnalysisConfig()
+    resolver, grid_index = AddressResolver(session), GridIndex.from_session(session)
+    return resolver, grid_index, Locator(session, resolver, grid_index, accept=cfg.location_accept,
+                                         far_apart_m=cfg.far_apart_m)
+
+
+def build_pipeline(session: Session, train_rows: list[tuple[str, str]], catalog, calendar, *, geo=None):
     """The real analysis pipeline, its classifier trained on ``train_rows`` (the train split).
 
     Built on ``session`` (not on a new one) so that it sees the district written in the same
     uncommitted transaction by ``build_demo``. Duplicates are tracked in memory (the analysis's
-    own replay mode): the events are written by the replay in bulk.
+    own replay mode): the events are written by the replay in bulk. ``geo``: :func:`_geo`'s
+    result when already built.
     """
     from jiedao.cases.analysis.analyzer import Analyzer
     from jiedao.cases.analysis.classifier import train
     from jiedao.cases.dispatch import Dispatcher
     from jiedao.cases.runtime import CasePipeline
-    from jiedao.geo.locate import AddressResolver, GridIndex
 
     clf = train(train_rows, catalog, per_class_cap=REPLAY_TRAIN_CAP,
                 meta={"source": "demo replay: train split (80 %)"})
     clf.classify("预热分词器")
     dispatcher = Dispatcher(catalog, calendar)
-    analyzer = Analyzer(catalog, clf, AddressResolver(session), GridIndex.from_session(session), dispatcher,
-                        session=session, in_memory_duplicates=True)
+    resolver, grid_index, locator = geo or _geo(session)
+    analyzer = Analyzer(catalog, clf, resolver, grid_index, dispatcher, session=session, locator=locator,
+                        in_memory_duplicates=True)
     return CasePipeline(analyzer, dispatcher, catalog, calendar, None)
 
 
-# ---------------------------------------------------------------- batch analysis
+# ---------------------------------------------------------------- per-chunk work (worker processes)
 _WORKER: dict[str, Any] = {}
+# columns of a cases_case row that only the main process can fill (they depend on earlier cases)
+_CALLER_COL, _EVENT_COL, _REPEAT_COL, _CARD_COL = 6, 17, 24, 25
+_STATEFUL_CARD = ("event_id", "duplicates", "repeat_caller", "notes")  # card fields decided in time order
 
 
 def _text_analysis(items: list[tuple[str, str | None]]) -> tuple[list, list]:
@@ -717,65 +720,186 @@ def _text_analysis(items: list[tuple[str, str | None]]) -> tuple[list, list]:
     return cats, wheres
 
 
-class BatchAnalysis:
-    """Runs the pipeline's analyzer over chunks of cases in time order.
+def _iso(v: datetime | None) -> str | None:
+    """A timestamp as SQLAlchemy stores it on SQLite (booleans need nothing: sqlite3 stores 1/0)."""
+    return None if v is None else v.isoformat(" ", "microseconds")
 
-    The text part (category, place) of chunk k+1 is computed in a forked worker process while
-    the main process handles chunk k; the stateful part (duplicate events, repeat callers)
-    runs in the main process in time order with the analyzer's own in-memory duplicate
-    finder, and the card is made by the analyzer itself — so every case gets exactly what
-    ``Analyzer.analyse`` would give it, without a database round trip per case.
+
+def _same(v):
+    return v
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_PURE_CARD = None  # Analysis fields the worker serialises (all but _STATEFUL_CARD)
+
+
+def _json_default(o):
+    """Dataclasses as dicts of their fields (what ``Analysis.to_card`` makes of the card's values;
+    the JSON encoder does tuples, lists and dicts itself)."""
+    names = _FIELDS.get(type(o))
+    if names is None:
+        if not is_dataclass(o):
+            raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+        names = _FIELDS[type(o)] = tuple(f.name for f in fields(o))
+    return {k: getattr(o, k) for k in names}
+
+
+def card_head(an) -> str:
+    """``Analysis.to_card()`` as JSON without the fields decided in time order, and without
+    its closing brace (see :func:`card_json`)."""
+    global _PURE_CARD
+    if _PURE_CARD is None:
+        _PURE_CARD = tuple(f.name for f in fields(an) if f.name not in _STATEFUL_CARD)
+    d = {k: getattr(an, k) for k in _PURE_CARD}
+    d["auto_dispatchable"] = an.auto_dispatchable
+    return json.dumps(d, ensure_ascii=False, default=_json_default)[:-1]
+
+
+class _NoCard:
+    """An analysis for :func:`~jiedao.cases.intake.apply_analysis` whose card is serialised
+    apart (by :func:`card_head` and :func:`card_json`)."""
+
+    __slots__ = ("_an",)
+
+    def __init__(self, an):
+        self._an = an
+
+    def __getattr__(self, name):
+        return getattr(self._an, name)
+
+    def to_card(self) -> None:
+        return None
+
+
+def _load(path: str, offset: int):
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return pickle.load(fh)
+
+
+def _locate_chunk(offset: int) -> int:
+    """Places of one spooled chunk, appended to the place spool; returns their offset there.
+    (Runs while the main process is still generating or training: places need no classifier.)"""
+    w = _WORKER
+    chunk = _load(w["spool"], offset)
+    locate = w["locator"].locate
+    wheres = [locate(a.text, location_text=a.location_text) for a in chunk]
+    with open(w["place_spool"], "ab") as fh:
+        at = fh.tell()
+        pickle.dump(wheres, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return at
+
+
+@dataclass
+class Prepared:
+    """One chunk after the work that does not depend on earlier cases: for each case what the
+    main process needs to finish it (see :func:`_prepare`), every row except the few
+    columns only the main process knows, and the held-out category and place figures.
+
+    Child-row ids (and an extension's assignment id) are numbered from 0 within the chunk;
+    the main process adds the table's next id."""
+
+    cases: list[tuple]
+    assignments: list[list]
+    extensions: list[list]
+    transitions: list[list]
+    followups: list[list]
+    overrides: list[list]
+    labels: list[str]
+    predicted: list[str]
+    place_total: int
+    place_right: int
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of this chunk's steps
+
+
+def _prepare(offset: int, place_offset: int | None = None) -> Prepared:
+    """Analyse (category, place, urgency, suggestion: everything but duplicates and repeat
+    callers) and simulate the life of every case of one spooled chunk, and build its rows.
+
+    Per case the main process gets (case id, received at, received at as written, phone,
+    phone hash, caller name, enterprise, matter, location, text, first close time, case row,
+    card JSON without its time-ordered fields, the card's notes so far, held out?, true event).
     """
+    w = _WORKER
+    clock = time.process_time
+    c0 = clock()
+    analyzer, sim, seed, base = w["analyzer"], w["sim"], w["seed"], w["case_base"]
+    chunk = _load(w["spool"], offset)
+    c1 = clock()
+    cats = analyzer.classify_many([a.text for a in chunk])
+    c2 = clock()
+    if place_offset is None:
+        locate = analyzer.locator.locate
+        wheres = [locate(a.text, location_text=a.location_text) for a in chunk]
+    else:
+        wheres = _load(w["place_spool"], place_offset)
+    c3 = clock()
+    t_card = t_sim = 0.0
+    ts = _iso if w["sqlite"] else _same
+    ids = dict.fromkeys(TABLE_COLUMNS, 0)
+    p = Prepared([], [], [], [], [], [], [], [], 0, 0)
+    for a, cat, where in zip(chunk, cats, wheres, strict=True):
+        ca = clock()
+        an = analyzer._card(cat, a.text, where)  # the card as analyse() makes it, minus duplicates
+        case = _CaseRow(
+            id=base + a.seq, lon=None, lat=None, address_code=None, grid_code=None,
+            community_code=None, street_code=None, matter_code=None, category_confidence=None,
+            event_id=None, analysis=None, version=0, code=case_code(seed, a.seq, a.received_at),
+            channel=a.channel, kind=a.kind, title=a.text[:60], text=a.text, caller_id=None,
+            location_text=a.location_text, urgency="一般", state="received", created_by=SYSTEM,
+            received_at=a.received_at, updated_at=a.received_at, repeat_caller=False,
+            supervised=False, reopen_count=0)
+        apply_analysis(case, _NoCard(an), keep_urgency=False)
+        head = card_head(an)
+        cb = clock()
+        life = sim.live(seq=a.seq, received_at=a.received_at, urgency=case.urgency,
+                        card_matter=an.matter_code, suggestion=an.suggestion,
+                        auto=an.auto_dispatchable, truth_matter=a.matter_code,
+                        truth_street=a.street_code, street_code=case.street_code)
+        cc = clock()
+        t_card += cb - ca
+        t_sim += cc - cb
+        _child_rows(case, life, ids, sim.calendar, ts, p.assignments, p.extensions, p.transitions,
+                    p.followups, p.overrides)
+        phone = normalise_phone(a.phone)
+        p.cases.append((
+            case.id, a.received_at, ts(a.received_at), phone, phone_hash(phone), a.caller_name, a.enterprise,
+            an.matter_code, an.location, a.text, _first_close(life), _case_row(case, life, ts), head, an.notes,
+            a.held_out, a.event))
+        if a.held_out:
+            p.labels.append(a.matter_code)
+            p.predicted.append(an.matter_code or "-")
+            if a.names_place:
+                p.place_total += 1
+                p.place_right += an.location.grid_code == a.grid_code
+    c4 = clock()
+    p.cpu = {"read": c1 - c0, "classify": c2 - c1, "locate": c3 - c2, "card": t_card, "simulate": t_sim,
+             "rows": c4 - c3 - t_card - t_sim}
+    return p
 
-    def __init__(self, pipeline, *, workers: int = 1):
-        self.analyzer = pipeline.analyzer
-        self.workers = workers
-        self.executor = None
+
+class Ordered:
+    """The part of the analysis that depends on earlier cases, run in time order in the main
+    process: duplicate events (the analyzer's in-memory duplicate finder) and the
+    repeat-caller rule (on the replay's own record of earlier cases and their first close)."""
+
+    def __init__(self, analyzer):
+        self.analyzer = analyzer
         self.history: dict[int, list] = {}  # caller id → [(at, matter, address, case id)]
+        self.first_closed: dict[int, datetime | None] = {}
         import inspect
 
-        params = inspect.signature(self.analyzer.duplicates.assign_event).parameters
+        params = inspect.signature(analyzer.duplicates.assign_event).parameters
         self._by_caller = "caller_key" in params  # the finder can join a caller's own earlier event
-        self.first_closed: dict[int, datetime | None] = {}
-
-    def __enter__(self):
-        _WORKER["analyzer"] = self.analyzer
-        if self.workers:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
-        return self
-
-    def __exit__(self, *exc):
-        if self.executor is not None:
-            self.executor.shutdown(cancel_futures=True)
-        _WORKER.clear()
-
-    def texts(self, chunks) -> Iterator[tuple[list, list, list]]:
-        """(chunk, categories, places) per chunk, the next chunk computed ahead."""
-        it = iter(chunks)
-        if self.executor is None:
-            for chunk in it:
-                yield (chunk, *_text_analysis([(a.text, a.location_text) for a in chunk]))
-            return
-        pending = None
-        for chunk in it:
-            fut = self.executor.submit(_text_analysis, [(a.text, a.location_text) for a in chunk])
-            if pending is not None:
-                yield (pending[0], *pending[1].result())
-            pending = (chunk, fut)
-        if pending is not None:
-            yield (pending[0], *pending[1].result())
+        self._days = timedelta(days=analyzer.duplicates.config.repeat_days)
 
     def repeat_caller(self, caller_id: int | None, matter: str | None, address: str | None,
                       at: datetime) -> tuple[bool, str | None]:
-        """The analysis's repeat-caller rule, on the replay's own record of earlier cases (an
-        earlier case counts as open until it was first closed)."""
+        """The analysis's repeat-caller rule (an earlier case counts as open until first closed)."""
         if caller_id is None:
             return False, None
         cfg = self.analyzer.duplicates.config
-        since = at - timedelta(days=cfg.repeat_days)
+        since = at - self._days
         rows = [r for r in self.history.get(caller_id, ()) if since <= r[0] <= at]
         for _t, m, addr, cid in reversed(rows):
             closed = self.first_closed.get(cid)
@@ -789,21 +913,100 @@ class BatchAnalysis:
             return True, f"该来电人 {cfg.repeat_days} 天内已来电 {len(rows)} 次"
         return False, None
 
-    def card(self, case: Case, cat, where):
-        """What ``Analyzer.analyse`` returns for ``case``, with precomputed category and place."""
-        an = self.analyzer
-        text = case.text or ""
-        at = case.received_at
-        matter = cat.matter_code if cat.matter_code in an.catalog.by_code else None
-        repeat, rwhy = self.repeat_caller(case.caller_id, matter, where.location.address_code, at)
-        extra = {"caller_key": case.caller_id} if self._by_caller else {}
-        event_id, dups, why = an.duplicates.assign_event(
-            None, case_id=case.id, matter=matter, loc=where.location, text=text, at=at, **extra)
-        h = self.history.setdefault(case.caller_id, [])
-        h.append((at, matter, where.location.address_code, case.id))
-        if len(h) > 8 and h[0][0] < at - timedelta(days=an.duplicates.config.repeat_days):
-            h[:] = [r for r in h if r[0] >= at - timedelta(days=an.duplicates.config.repeat_days)]
-        return an._card(cat, text, where, event_id=event_id, duplicates=dups, repeat=repeat, notes=(why, rwhy))
+    def decide(self, case_id: int, caller_id: int | None, matter: str | None, loc, text: str,
+               at: datetime) -> tuple[int | None, tuple[int, ...], bool, tuple[str, ...]]:
+        """(in-memory event id, duplicates, repeat caller?, notes) of the next case in time order."""
+        repeat, rwhy = self.repeat_caller(caller_id, matter, loc.address_code, at)
+        extra = {"caller_key": caller_id} if self._by_caller else {}
+        event_id, dups, why = self.analyzer.duplicates.assign_event(
+            None, case_id=case_id, matter=matter, loc=loc, text=text, at=at, **extra)
+        h = self.history.get(caller_id)
+        if h is None:
+            h = self.history[caller_id] = []
+        h.append((at, matter, loc.address_code, case_id))
+        if len(h) > 8 and h[0][0] < at - self._days:
+            h[:] = [r for r in h if r[0] >= at - self._days]
+        return event_id, dups, repeat, tuple(n for n in (why, rwhy) if n)
+
+
+def card_json(head: str, event_id: int | None, duplicates, repeat: bool, notes) -> str:
+    """The stored card (``Analysis.to_card()`` as JSON) from the worker's part and the ordered part."""
+    return head + ", " + json.dumps({"event_id": event_id, "duplicates": list(duplicates),
+                                     "repeat_caller": repeat, "notes": list(notes)}, ensure_ascii=False)[1:]
+
+
+class Prepare:
+    """Runs :func:`_prepare` over the spooled chunks in forked worker processes (or in this
+    process when ``workers`` is 0), a few chunks ahead of the main process, in order."""
+
+    def __init__(self, context: dict[str, Any], workers: int):
+        self.context, self.workers = context, workers
+        self.executor = None
+
+    def __enter__(self):
+        _WORKER.update(self.context)
+        if self.workers:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+        return self
+
+    def __exit__(self, *exc):
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=True)
+        _WORKER.clear()
+
+    def run(self, tasks: list[tuple[int, int | None]]) -> Iterator[Prepared]:
+        """Prepared chunks in order, from (spool offset, place spool offset or None)."""
+        if self.executor is None:
+            for off, place in tasks:
+                yield _prepare(off, place)
+            return
+        from collections import deque
+
+        pending: deque = deque()
+        depth = self.workers + 1
+        for off, place in tasks:
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+            pending.append(self.executor.submit(_prepare, off, place))
+        while pending:
+            yield pending.popleft().result()
+
+
+class LocateAhead:
+    """Places of spooled chunks, computed in one forked process while the main process is still
+    generating and training (places need no classifier), into a place spool."""
+
+    def __init__(self, locator, spool: str, place_spool: str, enabled: bool):
+        self.context = {"locator": locator, "spool": spool, "place_spool": place_spool}
+        self.executor = None
+        self.futures: list = []
+        if enabled:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+
+    def submit(self, offset: int) -> None:
+        if self.executor is not None:
+            _WORKER.update(self.context)  # the process is forked at the first submit
+            self.futures.append(self.executor.submit(_locate_chunk, offset))
+
+    def stop(self, n: int) -> list[int | None]:
+        """Stop (chunks not started are left to the preparing workers); per chunk, its place
+        spool offset or None."""
+        if self.executor is None:
+            return [None] * n
+        for f in self.futures:
+            f.cancel()
+        self.executor.shutdown(wait=True)
+        self.executor = None
+        for k in self.context:
+            _WORKER.pop(k, None)
+        out = [None if f.cancelled() else f.result() for f in self.futures]
+        return out + [None] * (n - len(out))
 
 
 # ---------------------------------------------------------------- the year
@@ -815,9 +1018,11 @@ def replay_year(session: Session, *, seed: int | None = None, scale: str = "full
     ``progress(phase, done, total)`` is called as work advances (phases: 生成, 训练, 回放).
     ``until``: the replay's "now" (default: the end of the year); appeals received from then
     on are not replayed (so ``until=datetime(2025, 2, 1)`` replays January at full scale).
-    ``workers``: processes for the text part of the analysis (default: one when there is more
-    than one CPU and the year is large, else none). Writes in the session's transaction; the
-    caller commits.
+    ``workers``: forked processes that analyse and simulate chunks ahead of the main process
+    (default: one per CPU, at most two, when there is more than one CPU and the year is large,
+    else none; with workers, one more process locates places while the main process
+    generates and trains). The result does not depend on it. Writes in the session's
+    transaction; the caller commits.
     """
     from jiedao.catalog.calendar import get_calendar
     from jiedao.catalog.loader import load_catalog
@@ -834,10 +1039,17 @@ def replay_year(session: Session, *, seed: int | None = None, scale: str = "full
     gen = gen_mod.generate_appeals(places, catalog, seed=seed, scale=scale, year=year, total=total)
     expected = gen.total
     if workers is None:
-        workers = 1 if (os.cpu_count() or 1) > 1 and expected > 20_000 else 0
+        cpus = os.cpu_count() or 1
+        workers = min(2, cpus) if cpus > 1 and expected > 20_000 else 0
     report = progress or (lambda *_: None)
-    fd, spool = tempfile.mkstemp(prefix="jiedao-appeals-", suffix=".pickle")
-    os.close(fd)
+    geo = _geo(session)
+    spools = []
+    for suffix in ("appeals", "places"):
+        fd, path = tempfile.mkstemp(prefix=f"jiedao-{suffix}-", suffix=".pickle")
+        os.close(fd)
+        spools.append(path)
+    spool, place_spool = spools
+    ahead = LocateAhead(geo[2], spool, place_spool, enabled=workers > 0)
     try:
         done = 0
 
@@ -846,127 +1058,141 @@ def replay_year(session: Session, *, seed: int | None = None, scale: str = "full
             done += k
             report("生成", done, expected)
 
-        n, train_rows = _spool(gen, spool, gen_progress, until)
+        n, train_rows, offsets = _spool(gen, spool, gen_progress, until, on_chunk=ahead.submit)
         del gen, places
         timings["generate"] = round(time.perf_counter() - t0, 3)
         t1 = time.perf_counter()
         report("训练", 0, 1)
         if scale == "small":
             train_rows = train_rows[:SMALL_TRAIN_ROWS]
-        pipeline = build_pipeline(session, train_rows, catalog, calendar)
+        pipeline = build_pipeline(session, train_rows, catalog, calendar, geo=geo)
         training = dict(pipeline.analyzer.classifier.meta or {})
         training["train_split_rows"] = len(train_rows)
         del train_rows
-        report("训练", 1, 1)
         timings["train"] = round(time.perf_counter() - t1, 3)
+        places_at = ahead.stop(len(offsets))
+        work = {"located_ahead_chunks": sum(p is not None for p in places_at)}
+        report("训练", 1, 1)
         t2 = time.perf_counter()
-        with BatchAnalysis(pipeline, workers=workers) as batch:
-            counts, evaluation = _replay(session, pipeline, batch, _unspool(spool), n, seed=seed,
-                                         until=until, calendar=calendar, report=report, timings=timings)
+        conn = session.connection()
+        ids = {t: _next_id(conn, t) for t in TABLE_COLUMNS}
+        context = {"analyzer": pipeline.analyzer, "seed": seed, "case_base": ids["cases_case"],
+                   "sim": Simulator(pipeline.dispatcher, calendar, seed=seed, until=until),
+                   "spool": spool, "place_spool": place_spool, "sqlite": conn.dialect.name == "sqlite"}
+        with Prepare(context, workers) as prep:
+            tasks = list(zip(offsets, places_at, strict=True))
+            counts, evaluation = _replay(session, Ordered(pipeline.analyzer), prep.run(tasks), ids, n,
+                                         until=until, calendar=context["sim"].calendar, report=report,
+                                         timings=timings, work=work)
         timings["replay"] = round(time.perf_counter() - t2, 3)
     finally:
-        os.unlink(spool)
+        ahead.stop(0)
+        for path in spools:
+            os.unlink(path)
     timings["total"] = round(time.perf_counter() - t0, 3)
     rates = rates_from_db(session)
-    return ReplayResult(n, counts, evaluation.as_dict(), rates, timings, training)
+    return ReplayResult(n, counts, evaluation.as_dict(), rates, timings, training, work)
 
 
-def _replay(session: Session, pipeline, batch: BatchAnalysis, chunks, n_total: int, *, seed: int,
-            until: datetime, calendar, report, timings) -> tuple[dict[str, int], Evaluation]:
+def _replay(session: Session, ordered: Ordered, prepared: Iterator[Prepared], ids: dict[str, int],
+            n_total: int, *, until: datetime, calendar, report, timings,
+            work: dict[str, float]) -> tuple[dict[str, int], Evaluation]:
+    """The main process: cases in time order through the ordered part of the analysis, the
+    remaining columns filled in, every chunk's rows written."""
     conn = session.connection()
     writer = Writer(conn)
-    sim = Simulator(pipeline.dispatcher, calendar, seed=seed, until=until)
-    ids = {t: _next_id(conn, t) for t in TABLE_COLUMNS}
+    conv = _same if writer.pg else _iso
     event_base = ids["cases_event"] - 1  # the analysis numbers its in-memory events from 1
     events: dict[int, list] = {}  # db event id → [matter, grid, address, title, first, last, count]
     written_events: dict[int, tuple] = {}  # event id → (last, count) as inserted
     callers: dict[str, tuple[int, int]] = {}  # phone → (caller id, cases so far)
+    first_closed = ordered.first_closed
+    decide = ordered.decide
     ev = Evaluation()
     event_first: dict[int, int] = {}  # truth event → first case id
     case_truth_event: dict[int, int] = {}
     done = 0
-    t_text_wait = t_analyse = t_sim = 0.0
+    t_wait = t_ordered = 0.0
+    worker_cpu: dict[str, float] = {}
     tw0 = time.perf_counter()
-    stream = batch.texts(chunks)
+    stream = iter(prepared)
     while True:
         tw = time.perf_counter()
-        item = next(stream, None)
-        t_text_wait += time.perf_counter() - tw
-        if item is None:
+        p = next(stream, None)
+        t_wait += time.perf_counter() - tw
+        if p is None:
             break
-        chunk, cats, wheres = item
+        ta = time.perf_counter()
         new_callers = []
-        case_rows, asg_rows, ext_rows, tr_rows, fu_rows, ov_rows = [], [], [], [], [], []
         new_events: list[int] = []
-        for a, cat, where in zip(chunk, cats, wheres, strict=True):
-            ta = time.perf_counter()
-            phone = normalise_phone(a.phone)
+        for (cid, at, at_db, phone, ph, name, ent, matter, loc, text, first_close, row, head, notes, held,
+             truth_event) in p.cases:
             got = callers.get(phone)
             if got is None:
-                cid = ids["cases_caller"]
+                caller_id = ids["cases_caller"]
                 ids["cases_caller"] += 1
-                new_callers.append((cid, phone_hash(phone), phone, a.caller_name, a.enterprise, a.received_at, 0))
-                got = (cid, 0)
-            callers[phone] = (got[0], got[1] + 1)
-            case = _CaseRow(
-                id=ids["cases_case"] + a.seq, lon=None, lat=None, address_code=None, grid_code=None,
-                community_code=None, street_code=None, matter_code=None, category_confidence=None,
-                event_id=None, analysis=None, version=0, code=case_code(seed, a.seq, a.received_at),
-                channel=a.channel, kind=a.kind, title=a.text[:60], text=a.text, caller_id=got[0],
-                location_text=a.location_text, urgency="一般", state="received", created_by=SYSTEM,
-                received_at=a.received_at, updated_at=a.received_at, repeat_caller=got[1] > 0,
-                supervised=False, reopen_count=0)
-            an = batch.card(case, cat, where)
-            an = _Card(an, None if an.event_id is None else event_base + an.event_id)
-            apply_analysis(case, an, keep_urgency=False)
-            if case.event_id is not None:
-                e = events.get(case.event_id)
+                new_callers.append((caller_id, ph, phone, name, ent, at_db, 0))
+                callers[phone] = (caller_id, 1)
+                earlier = False
+            else:
+                caller_id = got[0]
+                callers[phone] = (caller_id, got[1] + 1)
+                earlier = True
+            first_closed[cid] = first_close
+            event_id, dups, repeat, more = decide(cid, caller_id, matter, loc, text, at)
+            eid = None if event_id is None else event_base + event_id
+            row[_CALLER_COL] = caller_id
+            row[_EVENT_COL] = eid
+            row[_REPEAT_COL] = earlier or repeat
+            row[_CARD_COL] = card_json(head, eid, dups, repeat, notes + more)
+            if eid is not None:
+                e = events.get(eid)
                 if e is None:
-                    events[case.event_id] = [an.matter_code, an.location.grid_code, an.location.address_code,
-                                             case.text[:200], case.received_at, case.received_at, 1]
-                    new_events.append(case.event_id)
+                    events[eid] = [matter, loc.grid_code, loc.address_code, text[:200], at, at, 1]
+                    new_events.append(eid)
                 else:
-                    e[5] = max(e[5], case.received_at)
+                    if at > e[5]:
+                        e[5] = at
                     e[6] += 1
-            t_analyse += time.perf_counter() - ta
-            # held-out evaluation against the truth
-            if a.held_out:
-                ev.labels.append(a.matter_code)
-                ev.predicted.append(an.matter_code or "-")
-                if a.names_place:
-                    ev.place_total += 1
-                    ev.place_right += an.location.grid_code == a.grid_code
-                joined = bool(an.duplicates)
-                should = a.event is not None and a.event in event_first
+            # held-out duplicate evaluation against the truth
+            if held:
+                joined = bool(dups)
+                should = truth_event is not None and truth_event in event_first
                 ev.dup_truth += should
                 ev.dup_predicted += joined
-                ev.dup_correct += joined and should and any(
-                    case_truth_event.get(d) == a.event for d in an.duplicates)
-            if a.event is not None:
-                event_first.setdefault(a.event, case.id)
-                case_truth_event[case.id] = a.event
-            ts = time.perf_counter()
-            life = sim.live(seq=a.seq, received_at=a.received_at, urgency=case.urgency,
-                            card_matter=an.matter_code, suggestion=an.suggestion,
-                            auto=an.auto_dispatchable, truth_matter=a.matter_code,
-                            truth_street=a.street_code, street_code=case.street_code)
-            batch.first_closed[case.id] = _first_close(life)
-            case_rows.append(_case_row(case, life))
-            _child_rows(case, life, ids, sim.calendar, asg_rows, ext_rows, tr_rows, fu_rows, ov_rows)
-            t_sim += time.perf_counter() - ts
+                ev.dup_correct += joined and should and any(case_truth_event.get(d) == truth_event for d in dups)
+            if truth_event is not None:
+                event_first.setdefault(truth_event, cid)
+                case_truth_event[cid] = truth_event
+        ev.labels += p.labels
+        ev.predicted += p.predicted
+        ev.place_total += p.place_total
+        ev.place_right += p.place_right
+        for k, v in p.cpu.items():
+            worker_cpu[k] = worker_cpu.get(k, 0.0) + v
+        asg_base = ids["cases_assignment"]
+        for r in p.extensions:
+            r[1] += asg_base
+        for table, rows in (("cases_assignment", p.assignments), ("cases_extension", p.extensions),
+                            ("cases_transition", p.transitions), ("cases_followup", p.followups),
+                            ("cases_dispatch_override", p.overrides)):
+            base = ids[table]
+            for r in rows:
+                r[0] += base
+            ids[table] = base + len(rows)
+        t_ordered += time.perf_counter() - ta
         writer.insert("cases_caller", new_callers)
         ev_rows = []
         for eid in new_events:
             e = events[eid]
-            ev_rows.append((eid, *e))
+            ev_rows.append((eid, e[0], e[1], e[2], e[3], conv(e[4]), conv(e[5]), e[6]))
             written_events[eid] = (e[5], e[6])
         writer.insert("cases_event", ev_rows)
-        for table, rows in (("cases_case", case_rows), ("cases_assignment", asg_rows),
-                            ("cases_extension", ext_rows), ("cases_transition", tr_rows),
-                            ("cases_followup", fu_rows), ("cases_dispatch_override", ov_rows)):
+        for table, rows in (("cases_case", [c[11] for c in p.cases]), ("cases_assignment", p.assignments),
+                            ("cases_extension", p.extensions), ("cases_transition", p.transitions),
+                            ("cases_followup", p.followups), ("cases_dispatch_override", p.overrides)):
             writer.insert(table, rows)
-        # events only needed while a duplicate may still join them (the analysis's window)
-        done += len(chunk)
+        done += len(p.cases)
         report("回放", done, n_total)
     t_loop = time.perf_counter() - tw0
     # events that grew after they were written, callers' case counts, SLA flags at the end
@@ -981,43 +1207,11 @@ def _replay(session: Session, pipeline, batch: BatchAnalysis, chunks, n_total: i
     writer.seconds += time.perf_counter() - tw
     writer.counts["cases_event"] = len(events)
     timings["replay.loop"] = round(t_loop, 3)
-    timings["replay.wait_for_text_analysis"] = round(t_text_wait, 3)
-    timings["replay.analyse_main"] = round(t_analyse, 3)
-    timings["replay.simulate"] = round(t_sim, 3)
+    timings["replay.wait_for_workers"] = round(t_wait, 3)
+    timings["replay.ordered_analysis"] = round(t_ordered, 3)
     timings["replay.write"] = round(writer.seconds, 3)
+    work.update({f"cpu.{k}": round(v, 3) for k, v in worker_cpu.items()})
     return dict(writer.counts), ev
-
-
-def _plain(v):
-    """What ``dataclasses.asdict`` makes of a field value (dataclasses → dicts, recursively)."""
-    if hasattr(v, "__dataclass_fields__"):
-        return {k: _plain(getattr(v, k)) for k in v.__dataclass_fields__}
-    if isinstance(v, tuple | list):
-        return type(v)(_plain(x) for x in v)
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    return v
-
-
-class _Card:
-    """An analysis card whose ``to_card`` gives ``Analysis.to_card()``'s dict without asdict's
-    deep copies (the replay writes hundreds of thousands of them); everything else is the
-    analysis itself. ``event_id`` is the database id of the analysis's in-memory event."""
-
-    __slots__ = ("_an", "event_id")
-
-    def __init__(self, an, event_id: int | None):
-        self._an, self.event_id = an, event_id
-
-    def __getattr__(self, name):
-        return getattr(self._an, name)
-
-    def to_card(self) -> dict:
-        an = self._an
-        d = {k: _plain(getattr(an, k)) for k in an.__dataclass_fields__}
-        d["event_id"] = self.event_id
-        d["auto_dispatchable"] = an.auto_dispatchable
-        return d
 
 
 class _CaseRow:
@@ -1035,20 +1229,24 @@ def _first_close(life: Life) -> datetime | None:
     return None
 
 
-def _case_row(case: Case, life: Life) -> tuple:
+def _case_row(case: Case, life: Life, ts: Callable = _same) -> list:
+    """The case's row; ``ts`` converts timestamps for the database (:func:`_iso` on SQLite)."""
     st = life.state
-    return (
+    return [
         case.id, case.code, case.channel, case.kind, case.title, case.text, case.caller_id, case.location_text,
         case.lon, case.lat, case.address_code, case.grid_code, case.community_code, case.street_code,
         life.matter_code or case.matter_code, case.category_confidence, case.urgency, case.event_id,
         life.main_department, st.state, st.version, st.supervised, st.reopen_count, st.satisfaction,
-        bool(case.repeat_caller), case.analysis, None, SYSTEM, case.received_at,
-        life.closed_at if st.state in ("closed", "followed_up") else None, life.updated_at or case.received_at,
-    )
+        bool(case.repeat_caller), case.analysis, None, SYSTEM, ts(case.received_at),
+        ts(life.closed_at if st.state in ("closed", "followed_up") else None),
+        ts(life.updated_at or case.received_at),
+    ]
 
 
-def _child_rows(case: Case, life: Life, ids: dict[str, int], calendar, asg_rows, ext_rows, tr_rows,
-                fu_rows, ov_rows) -> None:
+def _child_rows(case: Case, life: Life, ids: dict[str, int], calendar, ts: Callable, asg_rows, ext_rows,
+                tr_rows, fu_rows, ov_rows) -> None:
+    """The case's assignments, extensions, transitions, follow-ups and overrides as rows (ids
+    from the counters in ``ids``; ``ts`` converts timestamps)."""
     st = life.state
     for seq, a in enumerate(st.assignments):
         aid = ids["cases_assignment"]
@@ -1060,23 +1258,25 @@ def _child_rows(case: Case, life: Life, ids: dict[str, int], calendar, asg_rows,
                 sla_mod.DEFAULT_WARN_FRACTION
         else:
             overdue = warned = False  # open ones are flagged by sla.sweep at the end
-        asg_rows.append((aid, case.id, seq, a.department, a.role, a.state, a.round, start, a.deadline, None,
-                         a.signed_at, a.replied_at, a.reply, warned, overdue))
+        asg_rows.append([aid, case.id, seq, a.department, a.role, a.state, a.round, ts(start), ts(a.deadline),
+                         None, ts(a.signed_at), ts(a.replied_at), a.reply, warned, overdue])
         for e in a.extensions:
-            ext_rows.append((ids["cases_extension"], aid, e.requested_at, e.requested_by, e.new_deadline,
-                             e.reason, e.status, e.decided_by))
+            ext_rows.append([ids["cases_extension"], aid, ts(e.requested_at), e.requested_by, ts(e.new_deadline),
+                             e.reason, e.status, e.decided_by])
             ids["cases_extension"] += 1
+    cid = case.id
+    n = ids["cases_transition"]
     for seq, t in enumerate(st.transitions):
-        tr_rows.append((ids["cases_transition"], case.id, seq, t.at, t.actor, t.action, t.from_state,
-                        t.to_state, t.reason, t.assignment))
-        ids["cases_transition"] += 1
+        tr_rows.append([n + seq, cid, seq, ts(t.at), t.actor, t.action, t.from_state, t.to_state, t.reason,
+                        t.assignment])
+    ids["cases_transition"] = n + len(st.transitions)
     for at, sat, comment, rnd in life.followups:
-        fu_rows.append((ids["cases_followup"], case.id, at, OPERATOR, sat, comment, rnd))
+        fu_rows.append([ids["cases_followup"], cid, ts(at), OPERATOR, sat, comment, rnd])
         ids["cases_followup"] += 1
     for o in life.overrides:
-        ov_rows.append((ids["cases_dispatch_override"], case.id, o["at"], OPERATOR if o["at"] else SYSTEM,
+        ov_rows.append([ids["cases_dispatch_override"], cid, ts(o["at"]), OPERATOR if o["at"] else SYSTEM,
                         o["suggested_matter"], o["chosen_matter"], o["suggested_department"],
-                        o["chosen_department"], case.text, False, o["detail"]))
+                        o["chosen_department"], case.text, False, json.dumps(o["detail"], ensure_ascii=False)])
         ids["cases_dispatch_override"] += 1
 
 

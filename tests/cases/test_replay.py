@@ -238,10 +238,21 @@ def test_fast_calendar_gives_the_calendars_answers(start, spec, later):
         pytest.approx(cal.working_seconds_between(start, start + later), abs=1e-6)
 
 
-def test_batch_analysis_gives_the_analyzers_card(replayed):
-    """The replay's batch path yields what Analyzer.analyse yields (category, place, urgency,
-    suggestion, what to confirm), and its card dict is Analysis.to_card()'s."""
-    from jiedao.cases.replay import BatchAnalysis, _Card, _CaseRow, _text_analysis, build_pipeline
+def test_worker_and_ordered_parts_give_the_analyzers_card(replayed):
+    """The replay's split analysis — the worker's part (category, place, urgency, suggestion,
+    what to confirm) and the ordered part (event, duplicates, repeat caller) — yields what
+    Analyzer.analyse yields, and the stored card JSON is Analysis.to_card()'s."""
+    import dataclasses
+
+    from jiedao.cases.replay import (
+        _WORKER,
+        Ordered,
+        _CaseRow,
+        _text_analysis,
+        build_pipeline,
+        card_head,
+        card_json,
+    )
     from jiedao.demo.appeals import Places, generate_appeals
 
     catalog = load_catalog()
@@ -249,16 +260,55 @@ def test_batch_analysis_gives_the_analyzers_card(replayed):
         appeals = list(generate_appeals(Places.from_session(s), catalog, scale="small"))
         pipe = build_pipeline(s, [(a.text, a.matter_code) for a in appeals[:300]], catalog, get_calendar())
         sample = appeals[300:360]
-        with BatchAnalysis(pipe, workers=0) as batch:
+        _WORKER["analyzer"] = pipe.analyzer
+        try:
             cats, wheres = _text_analysis([(a.text, a.location_text) for a in sample])
-            for i, (a, cat, where) in enumerate(zip(sample, cats, wheres, strict=True)):
-                row = dict(id=10_000_000 + i, text=a.text, location_text=a.location_text, lon=None, lat=None,
-                           received_at=a.received_at, caller_id=None)
-                mine = batch.card(_CaseRow(**row), cat, where)
-                theirs = pipe.analyzer.analyse(s, _CaseRow(**row))
-                for f in ("matter_code", "confidence", "candidates", "method", "urgency", "location",
-                          "suggestion", "needs_confirmation"):
-                    assert getattr(mine, f) == getattr(theirs, f), f
-                want = json.dumps({**mine.to_card(), "event_id": 7}, sort_keys=True, default=str)
-                assert json.dumps(_Card(mine, 7).to_card(), sort_keys=True, default=str) == want
+        finally:
+            _WORKER.clear()
+        ordered = Ordered(pipe.analyzer)
+        for i, (a, cat, where) in enumerate(zip(sample, cats, wheres, strict=True)):
+            row = dict(id=10_000_000 + i, text=a.text, location_text=a.location_text, lon=None, lat=None,
+                       received_at=a.received_at, caller_id=None)
+            mine = pipe.analyzer._card(cat, a.text, where)
+            event_id, dups, repeat, notes = ordered.decide(row["id"], None, mine.matter_code, mine.location,
+                                                           a.text, a.received_at)
+            theirs = pipe.analyzer.analyse(s, _CaseRow(**row))
+            for f in ("matter_code", "confidence", "candidates", "method", "urgency", "location",
+                      "suggestion", "needs_confirmation"):
+                assert getattr(mine, f) == getattr(theirs, f), f
+            full = dataclasses.replace(mine, event_id=7, duplicates=dups, repeat_caller=repeat,
+                                       notes=mine.notes + notes)
+            want = json.loads(json.dumps(full.to_card(), ensure_ascii=False))
+            assert json.loads(card_json(card_head(mine), 7, dups, repeat, mine.notes + notes)) == want
         s.rollback()
+
+
+def test_worker_processes_change_nothing(replayed):
+    """The same year replayed in this process and with forked workers (and places located
+    ahead during training) writes the same rows, id for id."""
+    from dbkit import clone_database
+
+    from jiedao.cases.replay import TABLE_COLUMNS, _next_id, replay_year
+
+    db = clone_database(replayed, "replay_workers")
+    results = []
+    for workers in (0, 2):
+        with db.session() as s:
+            bases = {t: _next_id(s.connection(), t) for t in TABLE_COLUMNS}
+            r = replay_year(s, seed=11, scale="small", total=600, workers=workers)
+            s.flush()
+            results.append((r.appeals, r.evaluation, r.rates, _rows_in(s, bases)))
+            s.rollback()
+    assert results[0][0] > 500
+    assert results[0] == results[1]
+
+
+def _rows_in(session, bases: dict[str, int]) -> dict[str, list]:
+    from jiedao.cases.replay import TABLE_COLUMNS
+
+    out = {}
+    for t, cols in TABLE_COLUMNS.items():
+        rows = session.execute(sa.text(f"SELECT {', '.join(cols)} FROM {t} WHERE id >= :b ORDER BY id"),
+                               {"b": bases[t]}).all()
+        out[t] = [tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in r) for r in rows]
+    return out
