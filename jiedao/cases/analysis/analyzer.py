@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from jiedao import clock
 from jiedao.cases.analysis.card import Analysis, Location
 from jiedao.cases.analysis.classifier import CategoryResult, TextClassifier
-from jiedao.cases.analysis.duplicates import DuplicateConfig, DuplicateFinder
+from jiedao.cases.analysis.duplicates import DuplicateConfig, DuplicateFinder, Venues
 from jiedao.cases.analysis.location import LocationResult, Locator
 from jiedao.cases.analysis.urgency import assess
 from jiedao.cases.dispatch import Dispatcher
@@ -55,7 +55,10 @@ class Analyzer:
             locator = Locator(session, resolver, grid_index, accept=self.config.location_accept,
                               far_apart_m=self.config.far_apart_m)
         self.locator = locator
-        self.duplicates = DuplicateFinder(self.config.duplicates, in_memory=in_memory_duplicates)
+        # public venues (landmarks other than compounds): duplicates there only close in time
+        marks = getattr(getattr(locator, "resolver", None) or resolver, "landmarks", None) or {}
+        self.duplicates = DuplicateFinder(self.config.duplicates, in_memory=in_memory_duplicates,
+                                          venues=Venues.from_landmarks(marks.values()))
 
     @property
     def needs_case_id(self) -> bool:

@@ -76,8 +76,8 @@ def test_duplicates_join_one_event_within_the_window_only(demo_db, pipeline):
         assert ev.case_count == 3 and ev.last_at == t0 + timedelta(hours=40)
         assert set(c3.analysis["duplicates"]) == {c1.id, c2.id}
         assert any("同一事件" in n for n in c3.analysis["notes"])
-        # outside the window (counted from the latest case of the event): a new event
-        c4 = go(GARBAGE[0].format(place=place), t0 + timedelta(hours=40 + 80), "13900000004")
+        # outside the same-address window (7 days, counted from the latest case of the event): a new event
+        c4 = go(GARBAGE[0].format(place=place), t0 + timedelta(hours=40 + 170), "13900000004")
         assert c4.event_id != c1.event_id
         # the same problem at another place: a new event
         other = f"{far.road}{far.number}号{far.compound or ''}{far.building_no + '栋' if far.building_no else ''}"
