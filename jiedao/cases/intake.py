@@ -69,25 +69,26 @@ def submit(session: Session, analyzer: Analyzer, dispatcher: Dispatcher, *, text
         session.flush()
     analysis = analyzer.analyse(session, case)
     apply_analysis(case, analysis, keep_urgency=urgency is not None)
-    service.apply_action(case, "analyse", actor=actor, at=at)
+    steps = [("analyse", {})]
     if auto_dispatch and analysis.auto_dispatchable:
         s = analysis.suggestion
-        dispatch(session, dispatcher, case, actor=actor, at=at, main=s.main, co=s.co, auto=True,
-                 flush=False)
+        steps.append(("dispatch", dispatch_plan(session, dispatcher, case, actor=actor, at=at,
+                                                main=s.main, co=s.co, auto=True)))
+    service.apply_actions(case, steps, actor=actor, at=at)  # the rows change once, in memory
     # one write: a twin request with the same idempotency key fails here (IntegrityError,
     # the caller retries and finds the winner's case), or at commit
     service.write_new_case(session, case)
     return case, True
 
 
-def dispatch(session: Session, dispatcher: Dispatcher, case: Case, *, actor: str,
-             matter_code: str | None = None, main: str | None = None, co=None,
-             at: datetime | None = None, auto: bool = False, flush: bool = True) -> Case:
-    """Dispatch (or re-dispatch after a return) with deadlines from the matter's SLA.
+def dispatch_plan(session: Session, dispatcher: Dispatcher, case: Case, *, actor: str,
+                  matter_code: str | None = None, main: str | None = None, co=None,
+                  at: datetime | None = None, auto: bool = False) -> dict:
+    """Check a dispatch and return the workflow's ``dispatch`` arguments (main and co with
+    their deadlines from the matter's SLA); ``case.matter_code`` is set to the matter chosen.
 
     The operator may override the category and/or departments; any difference from the
     analysis's suggestion is stored as a :class:`DispatchOverride` (training signal).
-    ``flush=False`` (intake of a new case) changes the case in memory only.
     """
     at = at or clock.now()
     matter_code = matter_code or case.matter_code
@@ -113,7 +114,17 @@ def dispatch(session: Session, dispatcher: Dispatcher, case: Case, *, actor: str
         ))
     case.matter_code = matter_code
     deadline = dispatcher.deadline(matter_code, case.urgency, at)
-    kw = dict(main=(main, deadline), co=[(c, deadline) for c in co])
+    return dict(main=(main, deadline), co=[(c, deadline) for c in co])
+
+
+def dispatch(session: Session, dispatcher: Dispatcher, case: Case, *, actor: str,
+             matter_code: str | None = None, main: str | None = None, co=None,
+             at: datetime | None = None, auto: bool = False, flush: bool = True) -> Case:
+    """Dispatch (or re-dispatch after a return) with deadlines from the matter's SLA
+    (checked by :func:`dispatch_plan`). ``flush=False`` changes the case in memory only."""
+    at = at or clock.now()
+    kw = dispatch_plan(session, dispatcher, case, actor=actor, matter_code=matter_code, main=main,
+                       co=co, at=at, auto=auto)
     if not flush:
         service.apply_action(case, "dispatch", actor=actor, at=at, **kw)
         return case

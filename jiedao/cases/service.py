@@ -274,15 +274,25 @@ def _json_rows(objs, cols) -> str:
     return json.dumps(rows, ensure_ascii=False)
 
 
+def _scalar_defaults_only() -> bool:
+    """Whether every column of the three tables has at most a scalar default (checked once:
+    the write plan cannot run a Python callable default)."""
+    ok = _WRITE.get("scalar_defaults")
+    if ok is None:
+        ok = _WRITE["scalar_defaults"] = all(
+            col.default is None or col.default.is_scalar
+            for table in (Case.__table__, Assignment.__table__, TransitionLog.__table__)
+            for col in table.columns)
+    return ok
+
+
 def _can_write_in_one(session: Session, case: Case) -> bool:
     from sqlalchemy import inspect
 
     if session.get_bind().dialect.name != "postgresql" or not inspect(case).transient:
         return False
-    for table in (Case.__table__, Assignment.__table__, TransitionLog.__table__):
-        for col in table.columns:
-            if col.default is not None and not col.default.is_scalar:
-                return False
+    if not _scalar_defaults_only():
+        return False
     seqs = [a.seq for a in case.assignments], [t.seq for t in case.transitions]
     return (not any(a.extensions for a in case.assignments)
             and all(len(set(x)) == len(x) for x in seqs))
@@ -415,12 +425,20 @@ def _write_back(case: Case, new: wf.CaseState, at: datetime) -> None:
 
 def apply_action(case: Case, action: str, *, actor: str, at: datetime, **kwargs) -> wf.CaseState:
     """Run one workflow action on ``case`` in memory (rows changed or added, nothing flushed)."""
-    method = getattr(wf.Workflow(to_state(case)), action, None)
-    if method is None or action.startswith("_") or action == "done":
-        raise ValidationError(Problem(f"未知操作 {action!r}", field="action"))
-    new = method(at, actor, **kwargs)
-    _write_back(case, new, at)
-    return new
+    return apply_actions(case, [(action, kwargs)], actor=actor, at=at)
+
+
+def apply_actions(case: Case, steps, *, actor: str, at: datetime) -> wf.CaseState:
+    """Run workflow actions ``[(action, kwargs), …]`` one after the other on ``case`` in
+    memory; the rows take the final state once (as many version steps as actions)."""
+    state = to_state(case)
+    for action, kwargs in steps:
+        method = getattr(wf.Workflow(state), action, None)
+        if method is None or action.startswith("_") or action == "done":
+            raise ValidationError(Problem(f"未知操作 {action!r}", field="action"))
+        state = method(at, actor, **kwargs)
+    _write_back(case, state, at)
+    return state
 
 
 def act(session: Session, case_id: int | Case, action: str, *, actor: str,

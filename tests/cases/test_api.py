@@ -205,6 +205,26 @@ def test_one_statement_write_stores_what_the_step_by_step_orm_write_stores(
         assert case.version == 3 and s.get(Case, ids[0]).state == "signed"
 
 
+def test_intake_answer_is_the_case_detail_json(client, token, places, demo_db):
+    """The intake answer is built as JSON directly (hot path): it must be exactly what the
+    CaseDetail model gives for the stored case, caller masked, with assignments."""
+    from jiedao.cases.api import case_detail
+
+    full, _ = places["001"]
+    phone = f"1397{uuid.uuid4().int % 10**7:07d}"
+    r = client.post("/api/cases", json={"text": f"{full}门口烧烤摊占道经营，油烟很大",
+                                        "phone": phone, "name": "王五", "lon": 114.3, "lat": 30.6},
+                    headers={**token("operator01"), "Idempotency-Key": f"json-{phone}"})
+    assert r.status_code == 201, r.text
+    got = r.json()
+    assert got["caller"]["masked"] and got["caller"]["phone"].startswith("139")
+    with demo_db.session() as s:
+        from jiedao.cases import service
+
+        want = case_detail(s, service.load_case(s, got["id"])).model_dump(mode="json")
+    assert got == want
+
+
 def test_concurrent_retries_with_one_key_make_one_case(app, demo_db):
     """Six threads send the same request with the same key at once: one case, every answer
     names it, exactly one says it created it."""
