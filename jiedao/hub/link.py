@@ -1019,13 +1019,24 @@ INCREMENTAL_MAX_SHARE = 0.5  # re-link in full when a change reaches more of the
 
 def record_fingerprints(df) -> dict[int, str]:
     """record_id -> 16-hex digest of the record's linkage fields (FRAME_COLUMNS): a record
-    whose digest differs from the one stored with its link changed since that linkage."""
-    cols = [df[c].tolist() for c in FRAME_COLUMNS[1:]]
-    out = {}
-    for rid, *vals in zip(df["record_id"].tolist(), *cols, strict=True):
-        body = "\x1f".join("" if v is None or v != v else str(v) for v in vals)
-        out[int(rid)] = hashlib.blake2b(body.encode("utf-8"), digest_size=8).hexdigest()
-    return out
+    whose digest differs from the one stored with its link changed since that linkage.
+    pandas' stable row hash (fixed key; values of other types hashed as their text), so a
+    pandas upgrade that changed it would at worst make one re-link a full one."""
+    import pandas as pd
+
+    cols = list(FRAME_COLUMNS[1:])
+    if len(df) == 0:
+        return {}
+    part = {}
+    for c in cols:
+        col = df[c].astype(object).where(df[c].notna(), None)
+        if pd.api.types.infer_dtype(col, skipna=True) not in ("string", "empty"):
+            col = col.map(lambda v: v if v is None or isinstance(v, str) else str(v))
+        part[c] = col
+    part = pd.DataFrame(part)
+    h = pd.util.hash_pandas_object(part, index=False).to_numpy()
+    return dict(zip(df["record_id"].astype("int64").tolist(),
+                    (f"{v:016x}" for v in h.tolist()), strict=True))
 
 
 def _incremental_scope(session, df, cfg: dict, prev, old: dict, fps: dict[int, str],
