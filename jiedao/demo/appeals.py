@@ -683,8 +683,15 @@ def db_stage(session, world, rng, tables) -> dict[str, int]:
     r = replay_year(session, seed=world.seed, scale=world.scale.name, progress=progress)
     for task in tasks.values():
         bar.finish(task)
-    set_meta(session, "demo_appeals", json.dumps(
-        {"appeals": r.appeals, "evaluation": r.evaluation, "rates": r.rates, "timings": r.timings,
-         "training": r.training}, ensure_ascii=False, sort_keys=True, default=str))
+    # jiedao_meta.value holds 1,000 characters: phase totals only, and the least useful parts
+    # go first should it still not fit
+    summary = {"appeals": r.appeals, "evaluation": r.evaluation, "rates": r.rates,
+               "timings": {k: v for k, v in r.timings.items() if "." not in k}, "training": r.training}
+    for drop in (None, "timings", "training"):
+        summary.pop(drop, None)
+        value = json.dumps(summary, ensure_ascii=False, sort_keys=True, default=str)
+        if len(value) <= 1000:
+            break
+    set_meta(session, "demo_appeals", value)
     world.ctx["appeals_replay"] = r
     return {"appeals": r.appeals, **{k: int(v) for k, v in r.counts.items()}}
