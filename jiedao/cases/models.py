@@ -122,6 +122,8 @@ class Case(Base):
         # Lets the cockpit mirror compare (id, version, code) of every case from the index
         # alone instead of scanning the wide case rows.
         Index("ix_cases_case_id_version_code", "id", "version", "code"),
+        # The duplicate finder's candidates: the same matter in the same grid within a window.
+        Index("ix_cases_case_grid_matter_received", "grid_code", "matter_code", "received_at"),
     )
 
 

@@ -35,7 +35,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, insert, literal_column, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
@@ -201,9 +201,8 @@ class DuplicateFinder:
         self._cand_stmt = (
             select(Case.id, Case.event_id, Case.received_at, Case.address_code, Case.lon, Case.lat,
                    Case.text)
-            # matter_code || '': keeps SQLite (no planner statistics) on the grid index — on the
-            # matter index it scanned every case of a common matter (1.3 ms a case on two months)
-            .where(Case.grid_code == bindparam("grid"), Case.matter_code.op("||")(literal_column("''")) == bindparam("matter"),
+            # served by ix_cases_case_grid_matter_received (grid, matter, time)
+            .where(Case.grid_code == bindparam("grid"), Case.matter_code == bindparam("matter"),
                    Case.received_at >= bindparam("since"), Case.received_at <= bindparam("until"),
                    Case.id != bindparam("cid"))
             .order_by(Case.received_at.desc()).limit(self.config.max_candidates))
@@ -213,6 +212,10 @@ class DuplicateFinder:
         self._new_stmt = insert(Event).returning(Event.id)
         self._members_stmt = (select(Case.id).where(Case.event_id == bindparam("eid"), Case.id != bindparam("cid"))
                               .order_by(Case.id).limit(20))
+        # PostgreSQL: join the event and read its members in one round trip (a data-modifying
+        # WITH runs exactly once whether or not the SELECT reads it; the new case is not
+        # written yet, so the members are the earlier cases either way)
+        self._join_members_stmt = self._members_stmt.add_cte(self._join_stmt.returning(Event.id).cte("j"))
         self._caller_stmt = (select(Case.id, Case.matter_code, Case.grid_code, Case.address_code, Case.state,
                                     Case.event_id, Case.received_at)
                              .where(Case.caller_id == bindparam("caller"), Case.received_at >= bindparam("since"),
@@ -312,9 +315,14 @@ class DuplicateFinder:
                 self._next_event += 1
                 event_id, dups, reason = self._next_event, (), None
         elif m is not None and m.event_id is not None:
-            session.connection().execute(self._join_stmt, {"eid": m.event_id, "at": at})
             event_id = m.event_id
-            dups = self._event_cases(session, event_id, case_id, m.case_id)
+            conn = session.connection()
+            if self.recent is None and conn.dialect.name == "postgresql":
+                dups = tuple(conn.scalars(self._join_members_stmt, {
+                    "eid": event_id, "at": at, "cid": -1 if case_id is None else case_id})) or (m.case_id,)
+            else:
+                conn.execute(self._join_stmt, {"eid": event_id, "at": at})
+                dups = self._event_cases(session, event_id, case_id, m.case_id)
             reason = f"与工单 {m.case_id} 为同一事件（{m.reason}，文本相似度 {m.similarity:.2f}）"
         else:
             event_id = session.connection().execute(self._new_stmt, {
