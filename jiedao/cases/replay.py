@@ -12,10 +12,11 @@ What runs for real
   same true event is a true positive).
 * **Intake analysis.** Every appeal goes through the analysis pipeline
   (:class:`jiedao.cases.runtime.CasePipeline` with its
-  :class:`~jiedao.cases.analysis.analyzer.Analyzer`), in chunks, by :class:`BatchAnalysis`:
-  categories come from one batch prediction per chunk and places from the analyzer's
-  locator (both computed one chunk ahead in a forked worker process), then the analyzer's
-  in-memory duplicate finder assigns events in time order and the analyzer makes the card —
+  :class:`~jiedao.cases.analysis.analyzer.Analyzer`), in chunks: forked workers
+  (:class:`Prepare`, :func:`_prepare`) take a few chunks ahead what does not depend on
+  earlier cases — categories from one batch prediction per chunk, places from the analyzer's
+  locator, the card — then, in the main process and in time order, :class:`Ordered` runs the
+  analyzer's in-memory duplicate finder and the repeat-caller rule —
   what ``Analyzer.analyse`` does, minus its per-case database round trips (events are
   written in bulk; the repeat-caller rule runs on the replay's own record of earlier cases
   and their close times). The card is copied onto the case by
@@ -712,14 +713,6 @@ _CALLER_COL, _EVENT_COL, _REPEAT_COL, _CARD_COL = 6, 17, 24, 25
 _STATEFUL_CARD = ("event_id", "duplicates", "repeat_caller", "notes")  # card fields decided in time order
 
 
-def _text_analysis(items: list[tuple[str, str | None]]) -> tuple[list, list]:
-    """Category (one batch prediction) and place of many texts: the analysis's pure part."""
-    analyzer = _WORKER["analyzer"]
-    cats = analyzer.classify_many([t for t, _ in items])
-    wheres = [analyzer.locator.locate(t, location_text=lt) for t, lt in items]
-    return cats, wheres
-
-
 def _iso(v: datetime | None) -> str | None:
     """A timestamp as SQLAlchemy stores it on SQLite (booleans need nothing: sqlite3 stores 1/0)."""
     return None if v is None else v.isoformat(" ", "microseconds")
@@ -887,10 +880,6 @@ class Ordered:
         self.analyzer = analyzer
         self.history: dict[int, list] = {}  # caller id → [(at, matter, address, case id)]
         self.first_closed: dict[int, datetime | None] = {}
-        import inspect
-
-        params = inspect.signature(analyzer.duplicates.assign_event).parameters
-        self._by_caller = "caller_key" in params  # the finder can join a caller's own earlier event
         self._days = timedelta(days=analyzer.duplicates.config.repeat_days)
 
     def repeat_caller(self, caller_id: int | None, matter: str | None, address: str | None,
@@ -917,9 +906,8 @@ class Ordered:
                at: datetime) -> tuple[int | None, tuple[int, ...], bool, tuple[str, ...]]:
         """(in-memory event id, duplicates, repeat caller?, notes) of the next case in time order."""
         repeat, rwhy = self.repeat_caller(caller_id, matter, loc.address_code, at)
-        extra = {"caller_key": caller_id} if self._by_caller else {}
         event_id, dups, why = self.analyzer.duplicates.assign_event(
-            None, case_id=case_id, matter=matter, loc=loc, text=text, at=at, **extra)
+            None, case_id=case_id, matter=matter, loc=loc, text=text, at=at, caller_key=caller_id)
         h = self.history.get(caller_id)
         if h is None:
             h = self.history[caller_id] = []

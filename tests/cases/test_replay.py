@@ -245,10 +245,8 @@ def test_worker_and_ordered_parts_give_the_analyzers_card(replayed):
     import dataclasses
 
     from jiedao.cases.replay import (
-        _WORKER,
         Ordered,
         _CaseRow,
-        _text_analysis,
         build_pipeline,
         card_head,
         card_json,
@@ -260,11 +258,9 @@ def test_worker_and_ordered_parts_give_the_analyzers_card(replayed):
         appeals = list(generate_appeals(Places.from_session(s), catalog, scale="small"))
         pipe = build_pipeline(s, [(a.text, a.matter_code) for a in appeals[:300]], catalog, get_calendar())
         sample = appeals[300:360]
-        _WORKER["analyzer"] = pipe.analyzer
-        try:
-            cats, wheres = _text_analysis([(a.text, a.location_text) for a in sample])
-        finally:
-            _WORKER.clear()
+        # what _prepare computes per chunk in a worker: one batch prediction, then the places
+        cats = pipe.analyzer.classify_many([a.text for a in sample])
+        wheres = [pipe.analyzer.locator.locate(a.text, location_text=a.location_text) for a in sample]
         ordered = Ordered(pipe.analyzer)
         for i, (a, cat, where) in enumerate(zip(sample, cats, wheres, strict=True)):
             row = dict(id=10_000_000 + i, text=a.text, location_text=a.location_text, lon=None, lat=None,
