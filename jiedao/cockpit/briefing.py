@@ -1253,7 +1253,6 @@ class BriefingCache:
         self.size = size
         self._entries: OrderedDict[tuple, tuple[Briefing, dict[str, bytes]]] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
 
     @staticmethod
     def _key(db, period, principal, metrics) -> tuple:
@@ -1272,11 +1271,9 @@ class BriefingCache:
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
-                self.hits += 1
                 return hit[0], key
         b = build_briefing(db, period, principal=principal, metrics=metrics)
         with self._lock:
-            self.misses += 1
             self._entries[key] = (b, {})
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
