@@ -23,7 +23,12 @@ What runs for real
   :func:`jiedao.cases.intake.apply_analysis`, exactly as live intake does.
 * **Dispatch and workflow.** An auto-dispatchable card is dispatched as suggested; otherwise
   a simulated operator confirms category and place (and is right most of the time) and the
-  :class:`~jiedao.cases.dispatch.Dispatcher` decides departments and deadlines. Every state
+  :class:`~jiedao.cases.dispatch.Dispatcher` decides departments and deadlines. When the card
+  asks for the place (“我家楼下”, an unresolved name), the operator asks the caller back and
+  types the answer (``Appeal.asked_place``) as live operators do on the triage page
+  (:func:`jiedao.cases.place.confirm_place`): the case, its card and the duplicate check get
+  the place the same locator resolves from that answer, or keep none when it does not
+  resolve. The held-out right-grid rate is the analysis's own, before any answer. Every state
   change — analyse, dispatch, sign, start, return (退单), re-dispatch, extension request and
   decision, supervision (督办), reply, close, follow-up, reopen (重办) — is an action of
   :class:`~jiedao.cases.workflow.Workflow`; nothing is written by hand.
@@ -834,6 +839,11 @@ def _prepare(offset: int, place_offset: int | None = None) -> Prepared:
     for a, cat, where in zip(chunk, cats, wheres, strict=True):
         ca = clock()
         an = analyzer._card(cat, a.text, where)  # the card as analyse() makes it, minus duplicates
+        auto = an.auto_dispatchable
+        if not auto and "location" in an.needs_confirmation and a.asked_place:
+            # the operator asks the caller where exactly and types the answer (核实地点,
+            # jiedao.cases.place): the case, its card and the duplicate check get that place
+            an = analyzer.confirm_place(cat, a.text, a.asked_place) or an
         case = _CaseRow(
             id=base + a.seq, lon=None, lat=None, address_code=None, grid_code=None,
             community_code=None, street_code=None, matter_code=None, category_confidence=None,
@@ -847,7 +857,7 @@ def _prepare(offset: int, place_offset: int | None = None) -> Prepared:
         cb = clock()
         life = sim.live(seq=a.seq, received_at=a.received_at, urgency=case.urgency,
                         card_matter=an.matter_code, suggestion=an.suggestion,
-                        auto=an.auto_dispatchable, truth_matter=a.matter_code,
+                        auto=auto, truth_matter=a.matter_code,
                         truth_street=a.street_code, street_code=case.street_code)
         cc = clock()
         t_card += cb - ca
@@ -864,7 +874,7 @@ def _prepare(offset: int, place_offset: int | None = None) -> Prepared:
             p.predicted.append(an.matter_code or "-")
             if a.names_place:
                 p.place_total += 1
-                p.place_right += an.location.grid_code == a.grid_code
+                p.place_right += where.location.grid_code == a.grid_code  # the analysis's, not the operator's
     c4 = clock()
     p.cpu = {"read": c1 - c0, "classify": c2 - c1, "locate": c3 - c2, "card": t_card, "simulate": t_sim,
              "rows": c4 - c3 - t_card - t_sim}

@@ -67,7 +67,7 @@ DONE_MESSAGES = {
     "return": "已退单，工单已退回受理员", "reply": "已答复", "request_extension": "延期申请已提交，等待审批",
     "approve_extension": "已批准延期，时限已更新", "reject_extension": "已驳回延期申请",
     "supervise": "已督办", "unsupervise": "已取消督办", "close": "已办结", "follow_up": "回访已记录",
-    "reassign": "已改派",
+    "reassign": "已改派", "locate": "地点已核实",
 }
 HANDLER_ACTIONS = ("sign", "start", "return", "reply", "request_extension")
 
@@ -480,6 +480,33 @@ def dispatch(
             return _triage(request, s, p, case_id, error=message, status_code=status,
                            matter_code=matter_code or None)
     return _redirect(f"/cases/{case_id}?ok=dispatch")
+
+
+@router.post("/cases/{case_id}/locate", dependencies=CSRF)
+def locate(
+    request: Request,
+    case_id: CaseId,
+    p: Operator,
+    expected_version: Annotated[int, Form()],
+    place: Annotated[str, Form(max_length=400)] = "",
+):
+    """核实地点: the place the caller gave when asked back; the card and duplicates are redone."""
+    from jiedao.cases.place import confirm_place
+
+    try:
+        pipe = _pipeline(request)
+        with request.app.state.db.session() as s:
+            case = q.get_case(s, p, case_id)
+            confirm_place(s, pipe.analyzer, case, place, expected_version=expected_version)
+            audit.record(s, principal=p, action="case_locate", object_type="case", object_id=case.code,
+                         detail={"place": place.strip()[:300], "grid": case.grid_code, "event": case.event_id},
+                         ip=client_ip(request))
+    except (ValidationError, Conflict) as e:
+        message = "；".join(pr.message for pr in e.problems) if isinstance(e, ValidationError) else str(e)
+        status = 422 if isinstance(e, ValidationError) else 409
+        with request.app.state.db.session() as s:
+            return _triage(request, s, p, case_id, error=f"地点未更新：{message}", status_code=status)
+    return _redirect(f"/cases/{case_id}/triage?ok=locate")
 
 
 def _apply_location(s: Session, p: Principal, case: Case, location: str, request: Request) -> None:

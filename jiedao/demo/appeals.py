@@ -42,6 +42,10 @@ The truth (kept apart from the text; what the metrics are measured against)
 ``grid_code`` / ``community_code`` / ``street_code``: where the problem really is. Set for
   every appeal: for a vague or missing mention it is the caller's place, which an operator
   learns by asking back; for an intersection it is the grid containing the crossing point.
+``asked_place``: what the caller answers when an operator asks back where the problem is: the
+  standard address (for a home, shop or building), the landmark's name, or the two roads'
+  crossing. A hotline operator learns it by asking; the replay's simulated operator types it
+  into the location field when the analysis asks for the place (never otherwise).
 ``event``: burst id shared by every appeal about the same problem at the same place
   (duplicates), None for a one-off appeal. Duplicate precision/recall is measured on pairs.
 ``held_out``: the deterministic 20 % evaluation split (a hash of seed and seq); the replay
@@ -161,13 +165,14 @@ class Appeal:
     caller_key: int
     frequent_caller: bool = False
     follow_up: bool = False
+    asked_place: str | None = None
 
     def truth(self) -> dict[str, Any]:
         """The truth fields as a dict (for evaluation and JSON export)."""
         return {k: getattr(self, k) for k in (
             "matter_code", "urgency", "names_place", "place_kind", "address_code", "landmark_id",
             "grid_code", "community_code", "street_code", "event", "held_out", "caller_key",
-            "frequent_caller", "follow_up")}
+            "frequent_caller", "follow_up", "asked_place")}
 
 
 def is_held_out(seed: int, seq: int) -> bool:
@@ -496,13 +501,17 @@ class AppealGenerator:
             else:
                 mention, pkind, addr, lmid = self._mention(rng, place["target"], place["tkind"])
         t = place["target"]
+        tkind = place["tkind"]
+        # what the caller says when asked where (no randomness: the generated year is unchanged)
+        asked = (t["full"] if tkind == "address" else t["name"] if tkind == "landmark"
+                 else f"{t['a']}与{t['b']}交叉口")
         text = phrasing.compose(rng, self.book[proto["matter"]], place=mention, urgency=proto["urgency"],
                                 channel=proto["channel"], company=proto["caller"]["company"],
                                 follow_up=proto.get("follow_up", False),
                                 consult=self.by_code[proto["matter"]].place_share < 0.5)
         loc = mention if mention and pkind != "vague" and proto["channel"] == "hotline" and rng.random() < 0.5 else None
         return {"text": text, "location_text": loc, "names_place": pkind not in ("none", "vague", "intersection"),
-                "place_kind": pkind, "address_code": addr, "landmark_id": lmid,
+                "place_kind": pkind, "address_code": addr, "landmark_id": lmid, "asked_place": asked,
                 "grid_code": t["grid_code"], "community_code": t["community_code"], "street_code": t["street_code"]}
 
     # ---- the year -----------------------------------------------------------------------

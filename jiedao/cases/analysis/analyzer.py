@@ -135,6 +135,18 @@ class Analyzer:
         return [self._card(cat, t, self.locator.locate(t, location_text=lt))
                 for t, lt, cat in zip(texts, locs, cats, strict=True)]
 
+    def confirm_place(self, cat: CategoryResult, text: str, answer: str, *, event_id=None, duplicates=(),
+                      repeat=False, notes=()) -> Analysis | None:
+        """The card once an operator has asked the caller back where the problem is and typed
+        the answer (an address, a compound and building, a landmark): the analysis redone with
+        that place — no doubt about the place left, the suggestion for its street — or None
+        when the answer does not resolve to one grid with confidence (ask again; never guess)."""
+        where = self.locator.locate(text, location_text=answer)
+        if where.unsure or not where.location.grid_code:
+            return None
+        return self._card(cat, text, where, event_id=event_id, duplicates=duplicates, repeat=repeat,
+                          notes=(f"地点经回访来电人核实：{answer}", *notes))
+
     def preview(self, text: str, *, location_text: str | None = None, lon=None, lat=None) -> Analysis:
         """One text analysed without touching the database (for the intake form's live card)."""
         return self._card(self.classifier.classify(text), text,

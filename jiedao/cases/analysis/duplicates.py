@@ -35,7 +35,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
@@ -339,6 +339,38 @@ class DuplicateFinder:
             self.recent.add(matter, loc.grid_code, Recent(case_id, event_id, at, loc.address_code,
                                                           loc.lon, loc.lat, sh, text))
         return event_id, dups, reason
+
+    def rejoin(self, session: Session, *, case_id: int, event_id: int | None, matter: str | None,
+               loc: Location, text: str, at: datetime) -> tuple[int | None, tuple[int, ...], str | None] | None:
+        """After an operator confirmed the place of a stored case: if the case is alone in its
+        event, look for a duplicate at the confirmed place again. Returns (event id, earlier
+        cases, reason) of the event joined, or None when the case stays where it is (it is
+        already one of several callers of its event, or nothing matches; a lone event then
+        takes the confirmed place). The caller writes ``event_id`` onto the case and then
+        calls :meth:`drop_event` for the event it left."""
+        if not matter or not loc.grid_code:
+            return None
+        conn = session.connection()
+        if event_id is not None:
+            count = conn.scalar(select(Event.case_count).where(Event.id == event_id))
+            if count is not None and count > 1:
+                return None
+        m, _ = self._find(session, case_id, matter, loc, text, at, None)
+        if m is None or m.event_id is None or m.event_id == event_id:
+            if event_id is not None:
+                conn.execute(update(Event).where(Event.id == event_id).values(
+                    grid_code=loc.grid_code, address_code=loc.address_code))
+            return None
+        conn.execute(self._join_stmt, {"eid": m.event_id, "at": at})
+        dups = self._event_cases(session, m.event_id, case_id, m.case_id)
+        return m.event_id, dups, f"与工单 {m.case_id} 为同一事件（{m.reason}，地点经核实后比对）"
+
+    @staticmethod
+    def drop_event(session: Session, event_id: int) -> None:
+        """Delete an event no case belongs to any more (after :meth:`rejoin` moved its case)."""
+        conn = session.connection()
+        if conn.scalar(select(Case.id).where(Case.event_id == event_id).limit(1)) is None:
+            conn.execute(delete(Event).where(Event.id == event_id))
 
     def _caller_event(self, caller_key, matter: str, at: datetime, grid: str | None) -> tuple[int, int] | None:
         q = self._callers.get(caller_key)
