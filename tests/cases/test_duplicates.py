@@ -183,3 +183,39 @@ def test_live_intake_and_replay_give_the_same_events(dup_db, places):
         got_mem = _run(s, replayed, places, datetime(2037, 6, 1, 8, 0), "22")
     assert got_live == EXPECTED
     assert got_mem == EXPECTED
+
+
+def test_live_caller_rule_joins_a_closed_case_of_the_same_caller_like_the_replay(dup_db, places):
+    """催办 after the first case was closed: still the caller's problem, so the same event — in
+    live intake as in the replay's in-memory rule (which does not know case states)."""
+    from sqlalchemy import update
+
+    from jiedao.cases.analysis.classifier import train
+    from jiedao.cases.models import Case
+    from jiedao.cases.runtime import build_pipeline
+    from jiedao.catalog.loader import load_catalog
+
+    p = build_pipeline(dup_db, classifier=train([], load_catalog(), meta={"sources": ["catalogue"]}))
+    start = datetime(2039, 5, 4, 9, 0)
+    with dup_db.session() as s:
+        first = p.submit(s, text=GARBAGE[0].format(place=places["home"]), channel="hotline", actor="operator01",
+                         at=start, phone="13900077001")[0]
+        s.flush()
+        # the rule reads only the state: the first case is closed by the time the caller calls again
+        s.execute(update(Case).where(Case.id == first.id).values(state="closed"))
+        again = p.submit(s, text="上次反映的垃圾又没人清运了，垃圾桶又满了", channel="hotline",
+                         actor="operator01", at=start + timedelta(days=6), phone="13900077001")[0]
+        other = p.submit(s, text="上次反映的垃圾又没人清运了，垃圾桶又满了", channel="hotline",
+                         actor="operator01", at=start + timedelta(days=6, hours=1), phone="13900077002")[0]
+        late = p.submit(s, text="上次反映的垃圾又没人清运了，垃圾桶又满了", channel="hotline",
+                        actor="operator01", at=start + timedelta(days=40), phone="13900077001")[0]
+        assert again.matter_code == first.matter_code
+        assert again.event_id == first.event_id  # the same caller, six days later: same event
+        assert other.event_id != first.event_id  # someone else, no place named: nothing to compare
+        assert late.event_id != first.event_id  # past caller_days: another problem
+    mem = DuplicateFinder(in_memory=True)
+    loc = Location(text="x", address_code="A1-01", grid_code="G-1", lon=114.3, lat=30.6)
+    e1, _, _ = mem.assign_event(None, case_id=1, matter="CG0103", loc=loc, text="a", at=start, caller_key="c")
+    e2, _, _ = mem.assign_event(None, case_id=2, matter="CG0103", loc=NOWHERE, text="b",
+                                at=start + timedelta(days=6), caller_key="c")
+    assert e1 == e2

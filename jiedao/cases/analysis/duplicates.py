@@ -12,8 +12,9 @@ place within a time window that depends on how the two places relate:
 * a door within ``near_m`` on the same grid (neither side a venue): ``loose_window_hours`` (8 h).
 
 The closest relation wins (address, building, point, nearby), then the most similar text. A
-caller chasing their own open case on the same matter (催办) joins its event when the new
-call names no place or the same grid (another place is another problem). The case then
+caller chasing their own case on the same matter (催办, within ``caller_days``, open or
+already closed) joins its event when the new call names no place or the same grid (another
+place is another problem). The case then
 joins the earlier case's :class:`~jiedao.cases.models.Event` (``last_at`` and ``case_count``
 updated atomically in SQL); otherwise it starts a new event. Text similarity
 (character-bigram Jaccard) is available as an extra condition per place relation but is off
@@ -294,7 +295,7 @@ class DuplicateFinder:
                      caller_key=None) -> tuple[int | None, tuple[int, ...], str | None]:
         """Join the event of a duplicate, or start a new one. Returns (event id, dups, reason).
 
-        ``caller_event`` is (case id, event id) of the same caller's earlier open case on the
+        ``caller_event`` is (case id, event id) of the same caller's earlier case on the
         same matter: a caller chasing their own appeal (催办) joins its event even when the
         place is not named again or the first call is older than the window. In memory mode
         ``caller_key`` identifies the caller instead.
@@ -395,7 +396,10 @@ class DuplicateFinder:
                       ) -> tuple[bool, str | None, tuple[int, int] | None]:
         """A caller with an open case on the same matter or place, or many recent cases.
 
-        Returns (repeat?, reason, (case id, event id) of the open same-matter case or None).
+        Returns (repeat?, reason, (case id, event id) of the caller's latest same-matter case
+        within ``caller_days`` when it is about the same area, or None). That case may be
+        closed already: a caller who calls again about the problem is chasing the same event
+        (the in-memory rule of the replay, :meth:`_caller_event`, is the same).
         """
         if caller_id is None:
             return False, None, None
@@ -403,18 +407,22 @@ class DuplicateFinder:
         rows = sorted(session.connection().execute(self._caller_stmt, {
             "caller": caller_id, "since": at - timedelta(days=cfg.repeat_days), "until": at,
             "cid": -1 if case_id is None else case_id}).all(), key=lambda r: r.received_at, reverse=True)
+        same = None
+        if matter:
+            latest = next((r for r in rows if r.matter_code == matter), None)
+            if (latest is not None and at - latest.received_at <= timedelta(days=cfg.caller_days)
+                    and latest.event_id is not None and _same_area(loc.grid_code, latest.grid_code)):
+                same = (latest.id, latest.event_id)
         for r in rows:
             if r.state in CLOSED_STATES:
                 continue
             if matter and r.matter_code == matter:
-                same = ((r.id, r.event_id) if at - r.received_at <= timedelta(days=cfg.caller_days)
-                        and _same_area(loc.grid_code, r.grid_code) else None)
                 return True, f"该来电人已有同类未办结工单 {r.id}", same
             if loc.address_code and r.address_code == loc.address_code:
-                return True, f"该来电人已有同一地点未办结工单 {r.id}", None
+                return True, f"该来电人已有同一地点未办结工单 {r.id}", same
         if len(rows) >= cfg.repeat_min_cases:
-            return True, f"该来电人 {cfg.repeat_days} 天内已来电 {len(rows)} 次", None
-        return False, None, None
+            return True, f"该来电人 {cfg.repeat_days} 天内已来电 {len(rows)} 次", same
+        return False, None, same
 
 
 def event_sizes(session: Session, event_ids: list[int]) -> dict[int, int]:
