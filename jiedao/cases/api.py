@@ -61,7 +61,7 @@ INTAKE_ROLES = ("operator", "admin", "steward", "street_staff")
 # Actions and who may do them. Handler actions are further limited to the actor's own
 # assignment (its department, or for street staff the street office of their street).
 HANDLER_ACTIONS = ("sign", "start", "return", "reply", "request-extension")
-OPERATOR_ACTIONS = ("dispatch", "reassign", "close", "follow-up")
+OPERATOR_ACTIONS = ("dispatch", "locate", "reassign", "close", "follow-up")
 ACTION_ROLES = {
     **{a: ("handler", "street_staff") for a in HANDLER_ACTIONS},
     **{a: ("operator", "admin") for a in OPERATOR_ACTIONS},
@@ -74,13 +74,13 @@ WORKFLOW_METHOD = {
     "reassign": "reassign", "supervise": "supervise", "close": "close", "follow-up": "follow_up",
 }
 ActionName = Literal["sign", "start", "return", "reply", "request-extension", "decide-extension",
-                     "reassign", "dispatch", "supervise", "close", "follow-up"]
+                     "reassign", "dispatch", "locate", "supervise", "close", "follow-up"]
 UNMASK_ROLES = ("operator", "admin")
 MAX_REASON = 2000
 IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,80}$")
 CLOSED_STATES = ("closed", "followed_up")
 ACTION_LABELS = {
-    "analyse": "智能研判", "dispatch": "派单", "reassign": "改派", "sign": "签收",
+    "analyse": "智能研判", "dispatch": "派单", "locate": "核实地点", "reassign": "改派", "sign": "签收",
     "start": "开始办理", "return": "退单", "reply": "答复", "request_extension": "申请延期",
     "approve_extension": "批准延期", "reject_extension": "驳回延期", "supervise": "督办",
     "unsupervise": "取消督办", "close": "办结", "follow_up": "回访", "reopen": "重办",
@@ -221,6 +221,7 @@ class ActionIn(BaseModel):
     * decide-extension: ``index``, ``approve`` (and ``reason`` when rejecting)
     * reassign: ``index``, ``department``, ``reason`` (``deadline`` optional, else from SLA)
     * dispatch: optional ``matter_code``, ``main``, ``co`` (default: the suggestion)
+    * locate (核实地点, before dispatch): ``place``, what the caller answered when asked where
     * supervise: ``reason`` and ``on`` (true to raise, false to lower)
     * close: nothing; follow-up: ``satisfaction`` (满意/基本满意/不满意), ``comment``
     """
@@ -241,6 +242,7 @@ class ActionIn(BaseModel):
     matter_code: str | None = Field(None, max_length=20, description="派单：事项编码（改分类）")
     main: str | None = Field(None, max_length=20, description="派单：主办部门编码")
     co: list[str] | None = Field(None, max_length=10, description="派单：协办部门编码")
+    place: str | None = Field(None, max_length=400, description="核实地点：回问来电人得到的地点（标准地址、小区楼栋或地标）")
 
 
 # ---------------------------------------------------------------- helpers
@@ -620,6 +622,18 @@ def perform_action(s: Session, pipeline, p: Principal, case_id: int, action: str
         if body.satisfaction == "不满意" and case.matter_code:
             kw["deadline"] = body.deadline or pipeline.dispatcher.deadline(
                 case.matter_code, case.urgency, at)
+    if action == "locate":
+        from jiedao.cases.place import confirm_place
+
+        try:
+            case = confirm_place(s, pipeline.analyzer, case, body.place, expected_version=body.expected_version,
+                                 at=at)
+        except ValidationError as e:
+            raise unprocessable(e.problems) from None
+        audit.record(s, principal=p, action="case_locate", object_type="case", object_id=case.code,
+                     detail={"place": (body.place or "").strip()[:300], "grid": case.grid_code,
+                             "event": case.event_id})
+        return case
     if action == "dispatch":
         if body.matter_code is not None and s.get(Matter, body.matter_code) is None:
             raise unprocessable(Problem(f"未知事项分类 {body.matter_code!r}", field="matter_code"))
@@ -717,7 +731,7 @@ def api_get_case(
 
 
 @router.post("/{case_id}/actions/{action}", response_model=CaseDetail,
-             summary="工单操作：签收、开始办理、退单、答复、延期、审批、改派、派单、督办、办结、回访",
+             summary="工单操作：签收、开始办理、退单、答复、延期、审批、改派、核实地点、派单、督办、办结、回访",
              responses=ERRORS)
 def api_case_action(
     request: Request,
@@ -727,7 +741,7 @@ def api_case_action(
     body: ActionIn,
 ):
     """Apply one action; the answer is the case after the (committed) change."""
-    pipeline = get_pipeline(request.app) if action in ("dispatch", "reassign", "follow-up") else None
+    pipeline = get_pipeline(request.app) if action in ("dispatch", "locate", "reassign", "follow-up") else None
     with request.app.state.db.session() as s:
         case = perform_action(s, pipeline, p, case_id, action, body)
         detail = case_detail(s, case)

@@ -663,3 +663,35 @@ def test_public_forms_refuse_bad_tokens_bad_input_and_floods(app, places, demo_d
     finally:
         del app.state.public_rate_limit
     assert codes[-1] == 429 and count_cases(demo_db) <= before + 2
+
+
+def test_locate_action_confirms_the_place_before_dispatch(client, token, places, demo_db):
+    """核实地点 over REST: refused answers are 422 on ``place`` and change nothing; the answer
+    that resolves puts the place on the case; after dispatch it is a 409."""
+    from jiedao.auth.models import AuditLog
+
+    op = token("operator01")
+    case = new_case(client, token, "我家楼下的下水道堵了好几天，污水冒出来很臭", auto_dispatch=False)
+    assert case["grid_code"] is None and case["state"] == "analysed"
+    before = snapshot(demo_db, case["id"])
+    for place in ("", "火星基地七号舱", None):
+        r = act(client, op, case, "locate", place=place)
+        assert r.status_code == 422, r.text
+        assert "place" in {p["field"] for p in r.json()["problems"]}
+        assert snapshot(demo_db, case["id"]) == before
+    assert act(client, token("handler.cgj"), case, "locate", place=places["001"][0]).status_code == 403
+    assert act(client, op, case, "locate", place=places["001"][0],
+               expected_version=case["version"] + 3).status_code == 409
+    assert snapshot(demo_db, case["id"]) == before
+    r = act(client, op, case, "locate", place=places["001"][0])
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["street_code"] == places["001"][1] and got["grid_code"]
+    assert got["location_text"] == places["001"][0] and got["version"] == case["version"] + 1
+    with demo_db.session() as s:
+        assert s.scalar(select(func.count()).select_from(AuditLog).where(
+            AuditLog.action == "case_locate", AuditLog.object_id == got["code"])) == 1
+    done = act(client, op, got, "dispatch").json()
+    assert done["state"] == "dispatched", done
+    r = act(client, op, done, "locate", place=places["002"][0])
+    assert r.status_code == 409 and "派单后" in r.json()["detail"]
