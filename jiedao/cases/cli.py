@@ -102,8 +102,9 @@ def evaluate_cmd(
 def sweep_cmd(
     at: str = typer.Option(None, "--at", help="以此时间巡检（YYYY-MM-DD HH:MM，默认现在）"),
     warn: float = typer.Option(0.75, "--warn", help="已用时限比例达到此值时预警"),
+    every: float = typer.Option(0, "--every", help="每隔多少分钟巡检一次，直到按 Ctrl-C（0：只巡检一次）"),
 ) -> None:
-    """立即巡检一次时限：标记即将超时（预警）和已超时的派单。"""
+    """巡检时限：标记即将超时（预警）和已超时的派单。``jiedao serve`` 已每 5 分钟自动巡检。"""
     from jiedao import clock
     from jiedao.cases.sla import sweep
     from jiedao.catalog.calendar import get_calendar
@@ -117,6 +118,14 @@ def sweep_cmd(
             when = datetime.fromisoformat(at)
         except ValueError:
             raise ValidationError(Problem(f"时间格式不正确：{at!r}（应为 YYYY-MM-DD HH:MM）", field="at")) from None
+    if every < 0 or (every and at):
+        raise ValidationError(Problem("--every 必须是正数，且不能与 --at 同用", field="every"))
+    if every:
+        from jiedao.cases.sla import SweepScheduler
+
+        typer.echo(f"每 {every:g} 分钟巡检一次时限（Ctrl-C 停止）")
+        SweepScheduler(get_database(), every * 60, warn_fraction=warn).run_forever()
+        return
     with get_database().session() as s:
         counts = sweep(s, get_calendar(), when, warn_fraction=warn)
     typer.echo(f"巡检时间 {when:%Y-%m-%d %H:%M}：新增预警 {counts['warned']} 条，新增超时 {counts['overdue']} 条")

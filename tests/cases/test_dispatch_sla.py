@@ -100,3 +100,53 @@ def test_sweep_flags_warnings_and_overdue_once(fresh_db):
     friday_late = datetime(2026, 3, 6, 11, 0)  # over 4 of 5 working days used
     with fresh_db.session() as s:
         assert sweep(s, cal, friday_late) == {"warned": 1, "overdue": 0}
+
+
+def test_the_scheduler_sweeps_at_once_and_again_in_the_background(fresh_db):
+    """What ``jiedao serve`` runs: the first sweep at start, then one per interval; a failing
+    run is retried, not fatal."""
+    import threading
+
+    from jiedao.cases.sla import SweepScheduler
+
+    cal = WorkCalendar()
+    with fresh_db.session() as s:
+        s.add(Department(code="CGJ", name="区城市管理执法局", kind="district"))
+    t0 = datetime(2026, 3, 2, 9, 0)  # Monday
+    with fresh_db.session() as s:
+        case, _ = service.create_case(s, text="路灯不亮", channel="hotline", actor="op", at=t0)
+        service.act(s, case.id, "analyse", actor="op", at=t0)
+        service.act(s, case.id, "dispatch", actor="op", at=t0, main=("CGJ", cal.deadline(t0, "1wd")))
+    clock = {"now": datetime(2026, 3, 2, 10, 0)}  # not yet: nothing to flag
+    swept = threading.Event()
+
+    def now():
+        if clock["now"] is None:
+            raise RuntimeError("database away")
+        return clock["now"]
+
+    sched = SweepScheduler(fresh_db, 0.05, calendar=cal, now=now)
+    sched.start()
+    try:
+        for _ in range(200):
+            if sched.runs >= 1:
+                break
+            swept.wait(0.05)
+        assert sched.runs >= 1 and sched.last == {"warned": 0, "overdue": 0}
+        clock["now"] = None  # a run that fails is logged and the next one goes on
+        for _ in range(200):
+            if sched.failures:
+                break
+            swept.wait(0.05)
+        clock["now"] = datetime(2026, 3, 4, 9, 0)  # past the one-working-day deadline
+        for _ in range(400):
+            with fresh_db.session() as s:
+                if s.scalars(select(Assignment.overdue)).one():
+                    break
+            swept.wait(0.05)
+    finally:
+        sched.stop()
+    assert sched.failures >= 1
+    with fresh_db.session() as s:
+        a = s.scalars(select(Assignment)).one()
+        assert (a.warned, a.overdue) == (True, True)
