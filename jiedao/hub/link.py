@@ -164,18 +164,6 @@ def _qgrams(s: str, q: int) -> list[str]:
     return sorted({s[i:i + q] for i in range(len(s) - q + 1)})
 
 
-def _signature(grams: list[str] | None) -> int | None:
-    """63-bit bloom signature of a q-gram set (stable hash). Two sets that share a q-gram
-    share a bit, so ``sig_a & sig_b = 0`` proves they share none — a cheap exact pre-test
-    before the array intersection."""
-    if not grams:
-        return None
-    sig = 0
-    for g in grams:
-        sig |= 1 << (zlib.crc32(g.encode("utf-8")) % 63)
-    return sig
-
-
 def _qgram_columns(values: list, q: int) -> tuple[list, list]:
     """q-gram sets and their signatures for a column (memoised: values repeat across
     ledgers, q-grams across values)."""
