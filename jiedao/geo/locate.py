@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import shapely
@@ -375,6 +375,30 @@ class AddressResolver:
         return Resolution(a.code if a else None, a.building_code if a else None, m.grid_code,
                           m.community_code, m.street_code, m.lon, m.lat, round(conf, 3),
                           "landmark", m.name, candidates)
+
+    def compound_places(self) -> Iterator[tuple[str, float, float]]:
+        """(compound, lon, lat) of every point that stands for a whole residential compound when
+        a place is resolved without a building: the compound's own point, its landmark's point,
+        and the point of a door whose buildings all belong to it (the points ``resolve`` gives
+        for 御景里小区, 御景里 as a landmark, or 建桥南三路89号). The compound is its normalised
+        name, as :meth:`compound_of` gives for an address."""
+        for comp, addrs in self._by_compound.items():
+            r = self._group(addrs, 1.0, "compound", comp)
+            yield comp, r.lon, r.lat
+        for m in self.landmarks.values():
+            comp = normalize(m.name)
+            if (m.kind == "compound" or comp in self._by_compound) and m.lon is not None and m.lat is not None:
+                yield comp, m.lon, m.lat
+        for addrs in self._by_rn.values():
+            comps = {normalize(a.compound or "") for a in addrs}
+            if len(addrs) > 1 and len(comps) == 1 and (comp := comps.pop()):
+                r = self._group(addrs, 1.0, "address", comp)
+                yield comp, r.lon, r.lat
+
+    def compound_of(self, address_code: str | None) -> str | None:
+        """The normalised compound name of a standard address (None outside compounds)."""
+        a = self.by_code.get(address_code or "")
+        return (normalize(a.compound) or None) if a is not None and a.compound else None
 
     def _mark_cand(self, lid: int, score: float) -> Candidate:
         m = self.landmarks[lid]

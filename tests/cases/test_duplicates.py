@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from jiedao.cases.analysis.analyzer import Analyzer
 from jiedao.cases.analysis.card import Location
-from jiedao.cases.analysis.duplicates import DuplicateFinder, Venues
+from jiedao.cases.analysis.duplicates import Compounds, DuplicateFinder, Venues
 from jiedao.cases.intake import submit
 from jiedao.geo.models import Address, Landmark
 
@@ -31,13 +31,15 @@ ELSEWHERE = Location(text="和平路1号", address_code="A900-01", grid_code="G-
                      matched_by="address")
 NOWHERE = Location()
 VENUES = Venues(["S200-01"], [(114.3020, 30.6010)])
+# 幸福里: HOME and HOME_OTHER_FLAT are buildings in it, COMPOUND its point
+COMPOUNDS = Compounds({"A100-01": "幸福里", "A100-02": "幸福里"}, [("幸福里", 114.3005, 30.6003)])
 
 
 class Replay:
     """The in-memory finder as the replay drives it: one case after another, event ids from 1."""
 
     def __init__(self):
-        self.finder = DuplicateFinder(in_memory=True, venues=VENUES)
+        self.finder = DuplicateFinder(in_memory=True, venues=VENUES, compounds=COMPOUNDS)
         self.next_id = 0
 
     def __call__(self, loc, hours, *, matter="CG0103", caller=None, text="垃圾没人清运"):
@@ -84,6 +86,39 @@ def test_the_same_compound_without_a_building_within_three_days():
     first = r(COMPOUND, 0)
     assert r(COMPOUND, 48) == first
     assert r(COMPOUND, 48 + 80) != first
+
+
+def test_a_building_and_its_compound_named_without_one_within_a_day():
+    r = Replay()
+    first = r(COMPOUND, 0)
+    assert r(HOME, 20) == first  # 幸福里3栋 20 h after 幸福里小区: the same compound (near is only 8 h)
+    r = Replay()
+    first = r(HOME, 0)
+    assert r(COMPOUND, 20) == first  # either way round
+    r = Replay()
+    first = r(COMPOUND, 0)
+    assert r(HOME, 30) != first  # a day and more later: another problem
+    r = Replay()
+    first = r(COMPOUND, 0)
+    assert r(NEXT_DOOR, 20) != first  # a door outside the compound
+
+
+def test_compounds_from_the_resolver_match_the_places_the_locator_gives(dup_db, places):
+    """The points Compounds knows are the ones the locator puts on “X小区” and on a door all of
+    whose buildings are in X, and an address maps to its compound."""
+    from jiedao.cases.analysis.location import Locator
+
+    with dup_db.session() as s:
+        loc = Locator(s)
+        home = s.scalars(select(Address).where(Address.compound.is_not(None), Address.building_no.is_not(None))
+                         .order_by(Address.code).offset(5).limit(1)).one()
+    comps = Compounds.from_resolver(loc.resolver)
+    own = comps.of(home.code, None, None)
+    assert own is not None
+    whole = loc.locate(f"{home.compound}小区里面垃圾没人收").location
+    assert whole.address_code is None and whole.grid_code
+    assert comps.of(None, whole.lon, whole.lat) == own
+    assert comps.of(None, whole.lon + 0.01, whole.lat) is None
 
 
 def test_the_closest_place_wins_over_a_more_similar_text():

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from jiedao import clock
 from jiedao.cases.analysis.card import Analysis, Location
 from jiedao.cases.analysis.classifier import CategoryResult, TextClassifier
-from jiedao.cases.analysis.duplicates import DuplicateConfig, DuplicateFinder, Venues
+from jiedao.cases.analysis.duplicates import Compounds, DuplicateConfig, DuplicateFinder, Venues
 from jiedao.cases.analysis.location import LocationResult, Locator
 from jiedao.cases.analysis.urgency import assess
 from jiedao.cases.dispatch import Dispatcher
@@ -56,9 +56,11 @@ class Analyzer:
                               far_apart_m=self.config.far_apart_m)
         self.locator = locator
         # public venues (landmarks other than compounds): duplicates there only close in time
-        marks = getattr(getattr(locator, "resolver", None) or resolver, "landmarks", None) or {}
+        places = getattr(locator, "resolver", None) or resolver
+        marks = getattr(places, "landmarks", None) or {}
         self.duplicates = DuplicateFinder(self.config.duplicates, in_memory=in_memory_duplicates,
-                                          venues=Venues.from_landmarks(marks.values()))
+                                          venues=Venues.from_landmarks(marks.values()),
+                                          compounds=Compounds.from_resolver(places))
 
     @property
     def needs_case_id(self) -> bool:
