@@ -14,9 +14,10 @@ Reported: cases/s sustained, p50/p99 latency, errors, share dispatched automatic
 the CPU the server processes and the load generator spent per case, which depends far less
 on what else runs on the machine than the rate does (on 2 cores, 200 cases/s leaves 10 ms of
 CPU per case for server, database and client together); the load average at the start and
-the end says how busy the machine was. (The PostgreSQL backends' CPU is not reported: the
-pool opens and closes connections during the run, so it cannot be attributed reliably.) Loopback only; bounded in time; the
-server is stopped at the end.
+the end says how busy the machine was. The PostgreSQL backends serving the benchmark's
+database are reported too (their CPU during the measured phase: the server's pool keeps its
+connections, so they are the same processes from start to end; a backend that exits
+meanwhile would be missed). Loopback only; bounded in time; the server is stopped at the end.
 """
 
 from __future__ import annotations
@@ -203,6 +204,28 @@ def _proc_tree_cpu(pid: int) -> float:
     return total
 
 
+def _backend_cpu(db, seen: dict[int, float]) -> float:
+    """CPU seconds the PostgreSQL backends of ``db``'s database have used since ``seen`` (pid →
+    CPU then) was filled; ``seen`` is updated. Backends not seen before count from zero."""
+    import psutil
+    from sqlalchemy import text
+
+    with db.engine.connect() as c:
+        pids = list(c.scalars(text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")))
+    used = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        now = t.user + t.system
+        used += now - seen.get(pid, 0.0)
+        seen[pid] = now
+    return used
+
+
 def run(quick: bool = False) -> list[dict]:
     import httpx
 
@@ -251,9 +274,12 @@ def run(quick: bool = False) -> list[dict]:
         assert client.stderr is not None
         client.stderr.readline()  # "measuring": the warm-up is over (every worker is ready)
         load0 = os.getloadavg()[0]
+        seen: dict[int, float] = {}
+        _backend_cpu(db, seen)
         srv0 = _proc_tree_cpu(proc.pid)
         out, err = client.communicate(timeout=duration + 120)
         srv1 = _proc_tree_cpu(proc.pid)
+        pg_cpu = _backend_cpu(db, seen)
         load1 = os.getloadavg()[0]
         assert client.returncode == 0, err
         res = json.loads(out)
@@ -271,7 +297,8 @@ def run(quick: bool = False) -> list[dict]:
     rate = len(lat) / res["elapsed"] if res["elapsed"] else 0.0
     print(f"  {len(lat)} cases in {res['elapsed']:.1f} s with {workers} workers; "
           f"load average {load0:.1f} → {load1:.1f}; CPU per case: server "
-          f"{1000 * (srv1 - srv0) / n:.2f} ms, load generator {1000 * res['cpu_s'] / n:.2f} ms")
+          f"{1000 * (srv1 - srv0) / n:.2f} ms, PostgreSQL backends {1000 * pg_cpu / n:.2f} ms, "
+          f"load generator {1000 * res['cpu_s'] / n:.2f} ms")
 
     def fig(name, value, unit, target=None, better="lower"):
         return {"name": name, "value": value, "unit": unit, "target": target, "better": better}
@@ -286,6 +313,7 @@ def run(quick: bool = False) -> list[dict]:
         fig("intake_http_workers", float(workers), "processes", better="higher"),
         fig("intake_http_server_cpu_per_case", round(1000 * (srv1 - srv0) / n, 2), "ms"),
         fig("intake_http_client_cpu_per_case", round(1000 * res["cpu_s"] / n, 2), "ms"),
+        fig("intake_http_postgres_cpu_per_case", round(1000 * pg_cpu / n, 2), "ms"),
         fig("intake_http_load_average", round((load0 + load1) / 2, 1), "", better="lower"),
     ]
 

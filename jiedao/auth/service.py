@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, event, func, select, update
 from sqlalchemy.orm import Session
 
 from jiedao import clock
@@ -498,8 +499,40 @@ _TOUCH = update(ApiToken).where(ApiToken.id == bindparam("token_id")).values(
     last_used_at=bindparam("now"))
 
 
+# Live bearer tokens seen recently: (engine, token hash) → (Principal, monotonic expiry).
+# An integration calls many times a second with one token; looking it up once per
+# BEARER_CACHE_SECONDS instead of on every request saves a SELECT (and on intake, a round
+# trip) per call. The price: a token revoked, or a user deactivated or changed, in ANOTHER
+# process (a second web worker, the CLI) is still accepted by this process for at most
+# BEARER_CACHE_SECONDS. A change flushed through an ORM session in THIS process empties the
+# cache at once (see :func:`_forget_bearers_on_user_change`). Only live tokens are cached.
+BEARER_CACHE_SECONDS = 5.0
+BEARER_CACHE_MAX = 10_000
+_bearers: dict[tuple, tuple[Principal, float]] = {}
+_monotonic = time.monotonic  # a test may replace it
+
+
+def forget_bearers() -> None:
+    """Empty the bearer cache (a token, user or role changed)."""
+    _bearers.clear()
+
+
+def cached_bearer(engine, raw: str | None) -> Principal | None:
+    """The Principal of ``raw`` if this process found the token live in the last
+    ``BEARER_CACHE_SECONDS`` (on ``engine``'s database); None means: look it up."""
+    if not raw or not _bearers:
+        return None
+    hit = _bearers.get((engine, sha256_hex(raw)))
+    if hit is None:
+        return None
+    if hit[1] <= _monotonic():
+        _bearers.pop((engine, sha256_hex(raw)), None)
+        return None
+    return hit[0]
+
+
 def principal_for_bearer(conn: Connection, raw: str | None, *,
-                         now: datetime | None = None) -> Principal | None:
+                         now: datetime | None = None, cache: bool = True) -> Principal | None:
     """The Principal of a raw bearer token, or None (unknown, revoked, inactive user).
 
     The request-path twin of :func:`find_api_token`: ONE Core SELECT of the token and its
@@ -507,18 +540,47 @@ def principal_for_bearer(conn: Connection, raw: str | None, *,
     connection, as the web app uses, there are no BEGIN/COMMIT round trips; otherwise the
     caller commits). Tokens are 256-bit random strings, so their
     stored SHA-256 is as safe as a slow hash and costs microseconds.
+
+    With ``cache`` a token found live within the last ``BEARER_CACHE_SECONDS`` is not looked
+    up again (:func:`cached_bearer`; ``last_used_at`` is then touched on the next look-up).
     """
     if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         return None
-    row = conn.execute(_BEARER, {"token_hash": sha256_hex(raw)}).first()
+    if cache:
+        hit = cached_bearer(conn.engine, raw)
+        if hit is not None:
+            return hit
+    token_hash = sha256_hex(raw)
+    row = conn.execute(_BEARER, {"token_hash": token_hash}).first()
     if row is None or row.revoked_at is not None or not row.active:
         return None
     now = now or clock.now()
     if row.last_used_at is None or now - row.last_used_at >= TOKEN_TOUCH_INTERVAL:
         conn.execute(_TOUCH, {"token_id": row.id, "now": now})  # committed by the caller
-    return Principal(user_id=row.user_id, username=row.username, display_name=row.display_name,
-                     role=row.role, scope_level=row.scope_level, scope_code=row.scope_code,
-                     token_prefix=row.prefix)
+    p = Principal(user_id=row.user_id, username=row.username, display_name=row.display_name,
+                  role=row.role, scope_level=row.scope_level, scope_code=row.scope_code,
+                  token_prefix=row.prefix)
+    if cache:
+        if len(_bearers) >= BEARER_CACHE_MAX:
+            _bearers.clear()
+        _bearers[(conn.engine, token_hash)] = (p, _monotonic() + BEARER_CACHE_SECONDS)
+    return p
+
+
+@event.listens_for(Session, "after_flush")
+def _forget_bearers_on_user_change(session: Session, _flush_context) -> None:
+    """A user or an API token changed through the ORM in this process (revocation,
+    deactivation, a new role or scope) empties the bearer cache when flushed, and again when
+    committed (a request in between may have cached the row as it was before the commit)."""
+    if any(isinstance(o, (User, ApiToken)) for o in (*session.dirty, *session.deleted)):
+        session.info["jiedao_forget_bearers"] = True
+        forget_bearers()
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_bearers_after_commit(session: Session) -> None:
+    if session.info.pop("jiedao_forget_bearers", False):
+        forget_bearers()
 
 
 def verify_api_token(session: Session, raw: str | None, *, now: datetime | None = None) -> User | None:

@@ -440,8 +440,9 @@ def intake_case(db, pipeline, principal: Principal | None, body: CaseIn,
 
     ``idempotency_key`` is the client's key; it is stored per user (``api:<user id>:<key>``).
     With ``bearer`` (a raw API token) the caller is authenticated inside the intake's own
-    transaction — one SELECT, no separate connection — instead of being given as
-    ``principal``. The first attempt does not look the key up: on PostgreSQL the insert skips
+    transaction — one SELECT, no separate connection, none at all when this process found
+    the token live in the last seconds (``auth.service.BEARER_CACHE_SECONDS``) — instead of
+    being given as ``principal``. The first attempt does not look the key up: on PostgreSQL the insert skips
     a taken key (:class:`~jiedao.cases.service.KeyTaken`), and a retry of the request — or a
     concurrent twin that lost the unique-key race — then finds and returns the first case.
     """
@@ -452,7 +453,9 @@ def intake_case(db, pipeline, principal: Principal | None, body: CaseIn,
             with db.session() as s:
                 p = principal
                 if bearer is not None:
-                    p = auth_service.principal_for_bearer(s.connection(), bearer)
+                    # a token seen live in the last seconds is not looked up again
+                    p = (auth_service.cached_bearer(db.engine, bearer)
+                         or auth_service.principal_for_bearer(s.connection(), bearer))
                     if request is not None:
                         set_principal(request, p, "token")
                         require_user(request, p)  # 401 unless the token is live

@@ -276,3 +276,50 @@ def test_masking():
     assert audit.mask_name("欧阳娜娜") == "欧***"
     assert audit.mask_name("张") == "*"
     assert audit.mask_id_number("420102199001011234") == "420102********1234"
+
+
+def test_bearer_cache_forgets_in_process_changes_at_once_and_others_after_its_ttl(geo_db, monkeypatch):
+    """A live token is looked up once per BEARER_CACHE_SECONDS. Revoking it, deactivating its
+    user or changing the role through the ORM in this process takes effect at once; a change
+    the cache cannot see (another process: here a Core UPDATE) takes effect when it expires."""
+    from sqlalchemy import update
+
+    now = [1000.0]
+    monkeypatch.setattr(service, "_monotonic", lambda: now[0])
+    service.forget_bearers()
+    with geo_db.session() as s:
+        raw, tok = service.create_api_token(s, service.get_user(s, "admin"), "cache")
+        tid = tok.id
+
+    def principal():
+        with geo_db.engine.connect() as conn:
+            p = service.principal_for_bearer(conn, raw)
+            conn.commit()
+            return p
+
+    assert principal().role == "admin"
+    assert service.cached_bearer(geo_db.engine, raw).username == "admin"
+    # another process revokes it: this one still accepts it until the entry expires
+    with geo_db.engine.begin() as conn:
+        conn.execute(update(ApiToken).where(ApiToken.id == tid).values(revoked_at=clock.now()))
+    assert principal() is not None
+    now[0] += service.BEARER_CACHE_SECONDS
+    assert service.cached_bearer(geo_db.engine, raw) is None and principal() is None
+    with geo_db.engine.begin() as conn:
+        conn.execute(update(ApiToken).where(ApiToken.id == tid).values(revoked_at=None))
+    # changes through the ORM in this process: at once
+    assert principal().role == "admin"
+    with geo_db.session() as s:
+        service.get_user(s, "admin").role = "leader"
+    assert service.cached_bearer(geo_db.engine, raw) is None and principal().role == "leader"
+    with geo_db.session() as s:
+        service.get_user(s, "admin").active = False
+    assert principal() is None
+    with geo_db.session() as s:
+        service.get_user(s, "admin").active = True
+    assert principal() is not None
+    with geo_db.session() as s:
+        service.revoke_api_token(s, tid)
+    assert service.cached_bearer(geo_db.engine, raw) is None and principal() is None
+    # unknown and revoked tokens are never cached
+    assert service.cached_bearer(geo_db.engine, raw) is None

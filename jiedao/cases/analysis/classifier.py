@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
 
 from jiedao.catalog.loader import Catalog
 
@@ -161,6 +162,12 @@ class Featurizer:
 
         Character n-grams are looked up as integer keys (code points packed into 63 bits) in the
         sorted vocabulary with one ``searchsorted`` for the whole batch; words through the dict."""
+        data, cols, indptr = self.csr_parts(texts)
+        return sp.csr_matrix((data, cols, indptr), shape=(len(indptr) - 1, self.n_features))
+
+    def csr_parts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(data float32, indices int32, indptr int64) of :meth:`matrix`, without building the
+        scipy object (whose format checks cost more than the product for a single text)."""
         prepared = [prepare(t) for t in texts]
         n = len(prepared)
         keys, rows = _gram_keys(prepared)
@@ -189,8 +196,7 @@ class Featurizer:
         norm[norm == 0] = 1.0
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-        return sp.csr_matrix(((data / norm[group]).astype(np.float32), cols.astype(np.int32), indptr),
-                             shape=(n, nf))
+        return (data / norm[group]).astype(np.float32), cols.astype(np.int32), indptr
 
     def state(self) -> dict:
         """What a saved model keeps of the featurizer."""
@@ -334,9 +340,13 @@ class TextClassifier:
         return self.proba_many([text])[0]
 
     def proba_many(self, texts: Sequence[str]) -> np.ndarray:
-        X = self.featurizer.matrix(texts)
-        scores = np.asarray(X @ self.weights) + self.bias
-        return self._probs(scores.astype(np.float64))
+        data, cols, indptr = self.featurizer.csr_parts(texts)
+        # ``csr_matrix @ weights`` without the scipy objects: the very kernel scipy runs for
+        # it (csr_matvecs: same accumulation order, so the same float32 scores to the bit)
+        n, w = len(indptr) - 1, self.weights
+        scores = np.zeros((n, w.shape[1]), dtype=np.result_type(data, w))
+        _csr_matvecs(n, w.shape[0], w.shape[1], indptr, cols, data, w.ravel(), scores.ravel())
+        return self._probs((scores + self.bias).astype(np.float64))
 
     # -- decisions
 
