@@ -45,7 +45,11 @@ So the demo's 按时办结率 and 满意率 come out of the engine, not out of t
 Speed: each case's whole life is computed in memory (the workflow applied in place to a
 state the replay owns), then cases, callers, assignments, extensions, transitions,
 follow-ups and overrides are bulk-inserted per chunk (executemany of plain tuples on SQLite,
-COPY on PostgreSQL), all in the caller's transaction.
+COPY on PostgreSQL), all in the caller's transaction. On PostgreSQL the COPYs run in a writer
+thread (:class:`Writer`: the server ingests one chunk while the main process orders the next),
+the workers send assignments, transitions and follow-ups as ready lines of COPY text
+(:class:`CopyLines`), and a large replay drops the tables' secondary indexes and foreign keys
+for the load and recreates them after (:class:`DeferredIndexes`).
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ SYSTEM = "system"
 OPERATOR = "operator01"
 LEADER = "leader01"
 CHUNK = 4000
+WRITE_QUEUE = 8  # tables' rows queued for the PostgreSQL writer thread (a chunk has 8 tables)
+INDEX_BUILD_MEMORY = "256MB"  # maintenance_work_mem while the deferred indexes are rebuilt (server side)
 OPERATOR_ACCURACY = 0.97  # an operator asked to confirm picks the right category this often
 MAX_REOPENS = 2
 RETURN_REASONS = (
@@ -536,29 +542,152 @@ TABLE_COLUMNS = {
 
 class Writer:
     """Bulk insert of rows ready to be written (values already as SQLite stores them on SQLite,
-    JSON already serialised): executemany on SQLite, COPY on PostgreSQL."""
+    JSON already serialised): executemany on SQLite, COPY on PostgreSQL.
 
-    def __init__(self, conn: sa.Connection):
+    On PostgreSQL with ``background``, the COPYs run in a thread of their own on the same
+    connection, behind a short queue: the server ingests one chunk while the main thread
+    orders the next (the calling thread must not use the connection until :meth:`close`).
+    A COPY waits for the server at its end; synchronously that wait was most of the write
+    time. The queue holds at most :data:`WRITE_QUEUE` tables' rows (about one chunk).
+    """
+
+    def __init__(self, conn: sa.Connection, *, background: bool = False):
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
         self.counts: Counter = Counter()
-        self.seconds = 0.0
+        self.seconds = 0.0  # wall seconds writing (in the writer thread when in the background)
+        self.cpu = 0.0  # CPU seconds of the writing thread (the server's are apart)
+        self.blocked = 0.0  # wall seconds the caller waited for room in the queue
+        self._thread = self._queue = self._error = None
+        self._abort = False
+        if self.pg and background:
+            import queue
+            import threading
+
+            self._queue = queue.Queue(WRITE_QUEUE)
+            self._thread = threading.Thread(target=self._drain, name="replay-writer", daemon=True)
+            self._thread.start()
 
     def insert(self, table: str, rows: list) -> None:
         if not rows:
             return
+        self.counts[table] += len(rows)
+        if self._queue is None:
+            self._write(table, rows)
+            return
+        self._check()
         t0 = time.perf_counter()
+        self._queue.put((table, rows))
+        self.blocked += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Wait until every queued row is written (and raise what the writer thread raised)."""
+        if self._thread is not None:
+            t0 = time.perf_counter()
+            self._queue.put(None)
+            self._thread.join()
+            self.blocked += time.perf_counter() - t0
+            self._thread = self._queue = None
+        self._check()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and self._thread is not None:  # stop writing; the caller rolls back
+            self._abort = True
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = self._queue = None
+
+    def _check(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None and not self._abort:  # after a failure, only empty the queue
+                try:
+                    self._write(*item)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    self._error = e
+
+    def _write(self, table: str, rows: list) -> None:
+        t0, c0 = time.perf_counter(), time.thread_time()
         cols = TABLE_COLUMNS[table]
         if self.pg:
             raw = self.conn.connection.driver_connection
             with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
-                for r in rows:
-                    cp.write_row(r)
+                if isinstance(rows, CopyLines):
+                    cp.write("".join(map("{}\t{}".format, range(rows.base, rows.base + len(rows)), rows)))
+                else:
+                    for r in rows:
+                        cp.write_row(r)
         else:
             sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
             self.conn.connection.driver_connection.executemany(sql, rows)  # lists as well as tuples
-        self.counts[table] += len(rows)
         self.seconds += time.perf_counter() - t0
+        self.cpu += time.thread_time() - c0
+
+
+class DeferredIndexes:
+    """On PostgreSQL, the secondary indexes and the foreign keys of the replay's tables are
+    dropped before a large bulk load and recreated after it — same names, same definitions
+    (``pg_get_indexdef`` / ``pg_get_constraintdef``), in the caller's transaction, so the
+    result is the same normal, durable schema (a failure rolls everything back). Building an
+    index once by sorting is much cheaper for the server than maintaining it row by row, and
+    adding a foreign key checks all rows in one join instead of one trigger query per row.
+    Primary keys and unique indexes stay. The tables are locked (ACCESS EXCLUSIVE) until the
+    transaction ends: for the demo build, which owns the database while it runs.
+    """
+
+    def __init__(self, conn: sa.Connection, tables, enabled: bool):
+        self.conn, self.tables = conn, list(tables)
+        self.enabled = enabled and conn.dialect.name == "postgresql"
+        self.indexes: list[str] = []
+        self.foreign_keys: list[str] = []
+        self.seconds = {"drop": 0.0, "indexes": 0.0, "foreign_keys": 0.0}
+
+    def drop(self) -> None:
+        if not self.enabled:
+            return
+        t0 = time.perf_counter()
+        q = lambda sql: self.conn.execute(sa.text(sql), {"t": self.tables}).all()  # noqa: E731
+        fks = q("SELECT quote_ident(cl.relname), quote_ident(c.conname), pg_get_constraintdef(c.oid) "
+                "FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid "
+                "WHERE c.contype = 'f' AND cl.relname = ANY(:t) "
+                "AND cl.relnamespace = to_regnamespace(current_schema()) ORDER BY 1, 2")
+        idx = q("SELECT quote_ident(i.relname), pg_get_indexdef(x.indexrelid) "
+                "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+                "WHERE t.relname = ANY(:t) AND t.relnamespace = to_regnamespace(current_schema()) "
+                "AND NOT x.indisprimary AND NOT x.indisunique "
+                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) ORDER BY 1")
+        for table, name, definition in fks:
+            self.conn.execute(sa.text(f"ALTER TABLE {table} DROP CONSTRAINT {name}"))
+            self.foreign_keys.append(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")
+        for name, definition in idx:
+            self.conn.execute(sa.text(f"DROP INDEX {name}"))
+            self.indexes.append(definition)
+        self.seconds["drop"] = time.perf_counter() - t0
+
+    def restore(self) -> None:
+        """Recreate what :meth:`drop` dropped (indexes first; then the keys, each checked once)."""
+        if not (self.indexes or self.foreign_keys):
+            return
+        t0 = time.perf_counter()
+        self.conn.execute(sa.text(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'"))
+        for definition in self.indexes:
+            self.conn.execute(sa.text(definition))
+        t1 = time.perf_counter()
+        for statement in self.foreign_keys:
+            self.conn.execute(sa.text(statement))
+        self.seconds["indexes"] = t1 - t0
+        self.seconds["foreign_keys"] = time.perf_counter() - t1
+        self.indexes, self.foreign_keys = [], []
 
 
 def _next_id(conn: sa.Connection, table: str) -> int:
@@ -727,6 +856,33 @@ def _same(v):
     return v
 
 
+# COPY's text format (PostgreSQL): tab-separated, \N for NULL, backslash escapes
+def _ct(v: str | None) -> str:
+    """A text value as COPY reads it (the tests are cheaper than an unconditional escape)."""
+    if v is None:
+        return "\\N"
+    if "\\" in v or "\t" in v or "\n" in v or "\r" in v:
+        return v.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return v
+
+
+def _cts(v: datetime | None) -> str:
+    """A timestamp as COPY reads it."""
+    return "\\N" if v is None else v.isoformat(" ")
+
+
+def _cn(v: int | None) -> str:
+    return "\\N" if v is None else str(v)
+
+
+class CopyLines(list):
+    """Rows of one table as lines of COPY text without their leading id column (the worker
+    cannot know the id base; the main process sets :attr:`base` and the writer prefixes
+    ``base``, ``base + 1``, … as it writes)."""
+
+    base = 0
+
+
 _FIELDS: dict[type, tuple[str, ...]] = {}
 _PURE_CARD = None  # Analysis fields the worker serialises (all but _STATEFUL_CARD)
 
@@ -835,7 +991,9 @@ def _prepare(offset: int, place_offset: int | None = None) -> Prepared:
     t_card = t_sim = 0.0
     ts = _iso if w["sqlite"] else _same
     ids = dict.fromkeys(TABLE_COLUMNS, 0)
-    p = Prepared([], [], [], [], [], [], [], [], 0, 0)
+    copy = not w["sqlite"]  # PostgreSQL: COPY text lines for the big child tables
+    p = Prepared([], CopyLines() if copy else [], [], CopyLines() if copy else [], CopyLines() if copy else [],
+                 [], [], [], 0, 0)
     for a, cat, where in zip(chunk, cats, wheres, strict=True):
         ca = clock()
         an = analyzer._card(cat, a.text, where)  # the card as analyse() makes it, minus duplicates
@@ -863,7 +1021,7 @@ def _prepare(offset: int, place_offset: int | None = None) -> Prepared:
         t_card += cb - ca
         t_sim += cc - cb
         _child_rows(case, life, ids, sim.calendar, ts, p.assignments, p.extensions, p.transitions,
-                    p.followups, p.overrides)
+                    p.followups, p.overrides, copy)
         phone = normalise_phone(a.phone)
         p.cases.append((
             case.id, a.received_at, ts(a.received_at), phone, phone_hash(phone), a.caller_name, a.enterprise,
@@ -1010,7 +1168,8 @@ class LocateAhead:
 # ---------------------------------------------------------------- the year
 def replay_year(session: Session, *, seed: int | None = None, scale: str = "full", year: int | None = None,
                 total: int | None = None, until: datetime | None = None, workers: int | None = None,
-                progress: Callable[[str, int, int], None] | None = None) -> ReplayResult:
+                progress: Callable[[str, int, int], None] | None = None,
+                defer_indexes: bool | None = None) -> ReplayResult:
     """Generate the demo year for the district in ``session`` and run it through the engine.
 
     ``progress(phase, done, total)`` is called as work advances (phases: 生成, 训练, 回放).
@@ -1019,8 +1178,10 @@ def replay_year(session: Session, *, seed: int | None = None, scale: str = "full
     ``workers``: forked processes that analyse and simulate chunks ahead of the main process
     (default: one per CPU, at most two, when there is more than one CPU and the year is large,
     else none; with workers, one more process locates places while the main process
-    generates and trains). The result does not depend on it. Writes in the session's
-    transaction; the caller commits.
+    generates and trains). The result does not depend on it. ``defer_indexes``: on PostgreSQL,
+    drop the case tables' secondary indexes and foreign keys for the load and recreate them
+    after (:class:`DeferredIndexes`; default: for a large replay — more than 20,000 appeals and
+    more than the cases already stored). Writes in the session's transaction; the caller commits.
     """
     from jiedao.catalog.calendar import get_calendar
     from jiedao.catalog.loader import load_catalog
@@ -1074,14 +1235,16 @@ def replay_year(session: Session, *, seed: int | None = None, scale: str = "full
         t2 = time.perf_counter()
         conn = session.connection()
         ids = {t: _next_id(conn, t) for t in TABLE_COLUMNS}
+        if defer_indexes is None:
+            defer_indexes = n > 20_000 and n > ids["cases_case"]
         context = {"analyzer": pipeline.analyzer, "seed": seed, "case_base": ids["cases_case"],
                    "sim": Simulator(pipeline.dispatcher, calendar, seed=seed, until=until),
                    "spool": spool, "place_spool": place_spool, "sqlite": conn.dialect.name == "sqlite"}
-        with Prepare(context, workers) as prep:
+        with Prepare(context, workers) as prep, Writer(conn, background=True) as writer:
             tasks = list(zip(offsets, places_at, strict=True))
-            counts, evaluation = _replay(session, Ordered(pipeline.analyzer), prep.run(tasks), ids, n,
+            counts, evaluation = _replay(session, Ordered(pipeline.analyzer), prep.run(tasks), ids, n, writer,
                                          until=until, calendar=context["sim"].calendar, report=report,
-                                         timings=timings, work=work)
+                                         timings=timings, work=work, defer_indexes=defer_indexes)
         timings["replay"] = round(time.perf_counter() - t2, 3)
     finally:
         ahead.stop(0)
@@ -1093,12 +1256,14 @@ def replay_year(session: Session, *, seed: int | None = None, scale: str = "full
 
 
 def _replay(session: Session, ordered: Ordered, prepared: Iterator[Prepared], ids: dict[str, int],
-            n_total: int, *, until: datetime, calendar, report, timings,
-            work: dict[str, float]) -> tuple[dict[str, int], Evaluation]:
+            n_total: int, writer: Writer, *, until: datetime, calendar, report, timings,
+            work: dict[str, float], defer_indexes: bool = False) -> tuple[dict[str, int], Evaluation]:
     """The main process: cases in time order through the ordered part of the analysis, the
-    remaining columns filled in, every chunk's rows written."""
+    remaining columns filled in, every chunk's rows written by ``writer`` (on PostgreSQL in a
+    thread of its own: nothing else uses the connection until the loop ends)."""
     conn = session.connection()
-    writer = Writer(conn)
+    deferred = DeferredIndexes(conn, TABLE_COLUMNS, defer_indexes)
+    deferred.drop()
     conv = _same if writer.pg else _iso
     event_base = ids["cases_event"] - 1  # the analysis numbers its in-memory events from 1
     events: dict[int, list] = {}  # db event id → [matter, grid, address, title, first, last, count]
@@ -1112,7 +1277,7 @@ def _replay(session: Session, ordered: Ordered, prepared: Iterator[Prepared], id
     done = 0
     t_wait = t_ordered = 0.0
     worker_cpu: dict[str, float] = {}
-    tw0 = time.perf_counter()
+    tw0, cw0 = time.perf_counter(), time.process_time()
     stream = iter(prepared)
     while True:
         tw = time.perf_counter()
@@ -1175,8 +1340,11 @@ def _replay(session: Session, ordered: Ordered, prepared: Iterator[Prepared], id
                             ("cases_transition", p.transitions), ("cases_followup", p.followups),
                             ("cases_dispatch_override", p.overrides)):
             base = ids[table]
-            for r in rows:
-                r[0] += base
+            if isinstance(rows, CopyLines):
+                rows.base = base
+            else:
+                for r in rows:
+                    r[0] += base
             ids[table] = base + len(rows)
         t_ordered += time.perf_counter() - ta
         writer.insert("cases_caller", new_callers)
@@ -1192,22 +1360,30 @@ def _replay(session: Session, ordered: Ordered, prepared: Iterator[Prepared], id
             writer.insert(table, rows)
         done += len(p.cases)
         report("回放", done, n_total)
-    t_loop = time.perf_counter() - tw0
+    writer.close()
+    t_loop, c_loop = time.perf_counter() - tw0, time.process_time() - cw0
     # events that grew after they were written, callers' case counts, SLA flags at the end
-    tw = time.perf_counter()
+    tw, cw = time.perf_counter(), time.process_time()
     grown = [{"l": e[5], "c": e[6], "i": eid} for eid, e in events.items() if written_events[eid] != (e[5], e[6])]
     if grown:
         conn.execute(sa.text("UPDATE cases_event SET last_at = :l, case_count = :c WHERE id = :i"), grown)
     conn.execute(sa.text("UPDATE cases_caller SET case_count = :c WHERE id = :i"),
                  [{"c": cnt, "i": cid} for cid, cnt in callers.values() if cnt > 1])
+    deferred.restore()
     _fix_sequences(conn)
     sla_mod.sweep(session, calendar, until)
     writer.seconds += time.perf_counter() - tw
+    writer.cpu += time.process_time() - cw
     writer.counts["cases_event"] = len(events)
     timings["replay.loop"] = round(t_loop, 3)
     timings["replay.wait_for_workers"] = round(t_wait, 3)
     timings["replay.ordered_analysis"] = round(t_ordered, 3)
     timings["replay.write"] = round(writer.seconds, 3)
+    timings["replay.loop_cpu"] = round(c_loop, 3)  # CPU seconds of the main process (not wall)
+    timings["replay.write_cpu"] = round(writer.cpu, 3)
+    timings["replay.write_blocked"] = round(writer.blocked, 3)  # the loop waiting for the writer
+    if deferred.enabled:
+        timings.update({f"replay.deferred_{k}": round(v, 3) for k, v in deferred.seconds.items()})
     work.update({f"cpu.{k}": round(v, 3) for k, v in worker_cpu.items()})
     return dict(writer.counts), ev
 
@@ -1242,9 +1418,11 @@ def _case_row(case: Case, life: Life, ts: Callable = _same) -> list:
 
 
 def _child_rows(case: Case, life: Life, ids: dict[str, int], calendar, ts: Callable, asg_rows, ext_rows,
-                tr_rows, fu_rows, ov_rows) -> None:
+                tr_rows, fu_rows, ov_rows, copy: bool = False) -> None:
     """The case's assignments, extensions, transitions, follow-ups and overrides as rows (ids
-    from the counters in ``ids``; ``ts`` converts timestamps)."""
+    from the counters in ``ids``; ``ts`` converts timestamps). With ``copy`` (PostgreSQL), the
+    assignments, transitions and follow-ups are lines of COPY text without their id (see
+    :class:`CopyLines`): cheaper to build, to send from the worker and to write than tuples."""
     st = life.state
     for seq, a in enumerate(st.assignments):
         aid = ids["cases_assignment"]
@@ -1256,20 +1434,33 @@ def _child_rows(case: Case, life: Life, ids: dict[str, int], calendar, ts: Calla
                 sla_mod.DEFAULT_WARN_FRACTION
         else:
             overdue = warned = False  # open ones are flagged by sla.sweep at the end
-        asg_rows.append([aid, case.id, seq, a.department, a.role, a.state, a.round, ts(start), ts(a.deadline),
-                         None, ts(a.signed_at), ts(a.replied_at), a.reply, warned, overdue])
+        if copy:
+            asg_rows.append(f"{case.id}\t{seq}\t{_ct(a.department)}\t{_ct(a.role)}\t{_ct(a.state)}\t{a.round}\t"
+                            f"{_cts(start)}\t{_cts(a.deadline)}\t\\N\t{_cts(a.signed_at)}\t{_cts(a.replied_at)}\t"
+                            f"{_ct(a.reply)}\t{'t' if warned else 'f'}\t{'t' if overdue else 'f'}\n")
+        else:
+            asg_rows.append([aid, case.id, seq, a.department, a.role, a.state, a.round, ts(start), ts(a.deadline),
+                             None, ts(a.signed_at), ts(a.replied_at), a.reply, warned, overdue])
         for e in a.extensions:
             ext_rows.append([ids["cases_extension"], aid, ts(e.requested_at), e.requested_by, ts(e.new_deadline),
                              e.reason, e.status, e.decided_by])
             ids["cases_extension"] += 1
     cid = case.id
     n = ids["cases_transition"]
-    for seq, t in enumerate(st.transitions):
-        tr_rows.append([n + seq, cid, seq, ts(t.at), t.actor, t.action, t.from_state, t.to_state, t.reason,
-                        t.assignment])
+    if copy:
+        for seq, t in enumerate(st.transitions):
+            tr_rows.append(f"{cid}\t{seq}\t{_cts(t.at)}\t{_ct(t.actor)}\t{_ct(t.action)}\t{_ct(t.from_state)}\t"
+                           f"{_ct(t.to_state)}\t{_ct(t.reason)}\t{_cn(t.assignment)}\n")
+    else:
+        for seq, t in enumerate(st.transitions):
+            tr_rows.append([n + seq, cid, seq, ts(t.at), t.actor, t.action, t.from_state, t.to_state, t.reason,
+                            t.assignment])
     ids["cases_transition"] = n + len(st.transitions)
     for at, sat, comment, rnd in life.followups:
-        fu_rows.append([ids["cases_followup"], cid, ts(at), OPERATOR, sat, comment, rnd])
+        if copy:
+            fu_rows.append(f"{cid}\t{_cts(at)}\t{OPERATOR}\t{_ct(sat)}\t{_ct(comment)}\t{rnd}\n")
+        else:
+            fu_rows.append([ids["cases_followup"], cid, ts(at), OPERATOR, sat, comment, rnd])
         ids["cases_followup"] += 1
     for o in life.overrides:
         ov_rows.append([ids["cases_dispatch_override"], cid, ts(o["at"]), OPERATOR if o["at"] else SYSTEM,

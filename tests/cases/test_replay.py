@@ -299,6 +299,92 @@ def test_worker_processes_change_nothing(replayed):
     assert results[0] == results[1]
 
 
+def test_deferred_indexes_write_the_same_rows_and_restore_the_schema(replayed):
+    """PostgreSQL's large-replay mode (the case tables' secondary indexes and foreign keys dropped
+    for the load and recreated after it, rows written by the writer thread) writes the same rows
+    as the default and leaves the same indexes and constraints, all validated."""
+    from dbkit import clone_database
+
+    from jiedao.cases.replay import TABLE_COLUMNS, _next_id, replay_year
+
+    if sa.make_url(replayed.url).get_backend_name() != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite keeps its indexes")
+    db = clone_database(replayed, "replay_deferred")
+    results = []
+    for defer in (False, True):
+        with db.session() as s:
+            before = _schema(s)
+            bases = {t: _next_id(s.connection(), t) for t in TABLE_COLUMNS}
+            r = replay_year(s, seed=11, scale="small", total=600, workers=0, defer_indexes=defer)
+            s.flush()
+            assert ("replay.deferred_indexes" in r.timings) is defer
+            assert _schema(s) == before
+            results.append((r.appeals, r.evaluation, r.rates, _rows_in(s, bases)))
+            s.rollback()
+    assert results[0][0] > 500
+    assert results[0] == results[1]
+    indexes, keys = before
+    assert sum(t == "cases_transition" for t, *_ in indexes) >= 3  # pkey, case_id, at
+    assert sum(t == "cases_assignment" for t, *_ in keys) >= 2
+
+
+def test_writer_thread_hands_the_servers_error_to_the_caller(replayed):
+    """A COPY that the server refuses in the writer thread is raised in the caller at close."""
+    import psycopg
+
+    from jiedao.cases.replay import Writer
+
+    if sa.make_url(replayed.url).get_backend_name() != "postgresql":
+        pytest.skip("the writer thread runs on PostgreSQL only")
+    with replayed.session() as s:
+        conn = s.connection()
+        taken = conn.execute(sa.text("SELECT id, first_seen FROM cases_caller ORDER BY id LIMIT 1")).one()
+        with Writer(conn, background=True) as w:
+            w.insert("cases_caller", [(taken.id, "x" * 64, "13800000000", None, None, taken.first_seen, 1)])
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                w.close()
+        s.rollback()
+
+
+def test_copy_lines_read_back_whatever_their_text_holds(replayed):
+    """Child rows sent as COPY text lines (as ``_child_rows`` formats them for PostgreSQL; ids
+    prefixed by the writer) read back exactly, with tabs, newlines, backslashes and NULLs."""
+    from jiedao.cases.replay import CopyLines, Writer, _cn, _ct, _cts
+
+    if sa.make_url(replayed.url).get_backend_name() != "postgresql":
+        pytest.skip("COPY lines are written on PostgreSQL only")
+    reason = "地址\t不清\n请\\补充\r \\N"
+    at = datetime(2025, 3, 4, 5, 6, 7, 890)
+    with replayed.session() as s:
+        conn = s.connection()
+        cid = conn.execute(sa.text("SELECT MIN(id) FROM cases_case")).scalar_one()
+        base = conn.execute(sa.text("SELECT COALESCE(MAX(id), 0) + 1000 FROM cases_transition")).scalar_one()
+        lines = CopyLines(f"{cid}\t{seq}\t{_cts(at)}\t{_ct('operator01')}\t{_ct('return')}\t{_ct('dispatched')}\t"
+                          f"{_ct('received')}\t{_ct(text)}\t{_cn(asg)}\n"
+                          for seq, (text, asg) in enumerate(((reason, 3), (None, None)), 1000))  # seq past the case's own
+        lines.base = base
+        with Writer(conn, background=True) as w:
+            w.insert("cases_transition", lines)
+            w.close()
+        got = conn.execute(sa.text("SELECT id, seq, at, reason, assignment_seq FROM cases_transition "
+                                   "WHERE id >= :b ORDER BY id"), {"b": base}).all()
+        s.rollback()
+    assert [tuple(r) for r in got] == [(base, 1000, at, reason, 3), (base + 1, 1001, at, None, None)]
+
+
+def _schema(session) -> tuple[list, list]:
+    """Indexes and constraints (with their definitions and validity) of the replay's tables."""
+    from jiedao.cases.replay import TABLE_COLUMNS
+
+    t = {"t": list(TABLE_COLUMNS)}
+    indexes = session.execute(sa.text(
+        "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE tablename = ANY(:t) ORDER BY 1, 2"), t).all()
+    keys = session.execute(sa.text(
+        "SELECT cl.relname, c.conname, pg_get_constraintdef(c.oid), c.convalidated FROM pg_constraint c "
+        "JOIN pg_class cl ON cl.oid = c.conrelid WHERE cl.relname = ANY(:t) ORDER BY 1, 2"), t).all()
+    return [tuple(r) for r in indexes], [tuple(r) for r in keys]
+
+
 def _rows_in(session, bases: dict[str, int]) -> dict[str, list]:
     from jiedao.cases.replay import TABLE_COLUMNS
 
