@@ -109,7 +109,7 @@ def run(quick: bool = False) -> list[dict]:
         where = locator.locate(a.text, location_text=a.location_text)
         loc = where.location
         card = mem._card(cat, a.text, where)
-        if not card.auto_dispatchable and "location" in card.needs_confirmation and a.asked_place:
+        if card.asks_for_place and a.asked_place:
             # the operator asks the caller back where (核实地点), as the replay does
             confirmed = mem.confirm_place(cat, a.text, a.asked_place)
             if confirmed is not None:

@@ -629,14 +629,10 @@ def perform_action(s: Session, pipeline, p: Principal, case_id: int, action: str
         from jiedao.cases.place import confirm_place
 
         try:
-            case = confirm_place(s, pipeline.analyzer, case, body.place, expected_version=body.expected_version,
-                                 at=at)
+            return confirm_place(s, pipeline.analyzer, case, body.place, expected_version=body.expected_version,
+                                 at=at, principal=p)
         except ValidationError as e:
             raise unprocessable(e.problems) from None
-        audit.record(s, principal=p, action="case_locate", object_type="case", object_id=case.code,
-                     detail={"place": (body.place or "").strip()[:300], "grid": case.grid_code,
-                             "event": case.event_id})
-        return case
     if action == "dispatch":
         if body.matter_code is not None and s.get(Matter, body.matter_code) is None:
             raise unprocessable(Problem(f"未知事项分类 {body.matter_code!r}", field="matter_code"))

@@ -43,11 +43,13 @@ def _category(card: dict) -> CategoryResult:
 
 
 def confirm_place(session: Session, analyzer, case: Case, answer: str | None, *,
-                  expected_version: int | None = None, at: datetime | None = None) -> Case:
+                  expected_version: int | None = None, at: datetime | None = None,
+                  principal=None, ip: str | None = None) -> Case:
     """Put the place the operator confirmed on ``case`` (before dispatch) and re-check duplicates.
 
-    Raises ValidationError (field ``place``) when the answer is empty, too long or does not
-    resolve to one grid with confidence; IllegalTransition when the case is already
+    With ``principal`` the change is audited (``case_locate``: the answer, the grid and the
+    event). Raises ValidationError (field ``place``) when the answer is empty, too long or
+    does not resolve to one grid with confidence; IllegalTransition when the case is already
     dispatched; Conflict on a stale ``expected_version``. Nothing is written then.
     """
     from jiedao.cases.service import to_state
@@ -97,6 +99,12 @@ def confirm_place(session: Session, analyzer, case: Case, answer: str | None, *,
             analyzer.duplicates.drop_event(session, old_event)
     except (StaleDataError, IntegrityError):
         raise Conflict("工单已被他人同时更新，请刷新后重试") from None
+    if principal is not None:
+        from jiedao.auth import audit
+
+        audit.record(session, principal=principal, action="case_locate", object_type="case",
+                     object_id=case.code, detail={"place": answer, "grid": case.grid_code, "event": case.event_id},
+                     ip=ip)
     return case
 
 

@@ -998,7 +998,7 @@ def _prepare(offset: int, place_offset: int | None = None) -> Prepared:
         ca = clock()
         an = analyzer._card(cat, a.text, where)  # the card as analyse() makes it, minus duplicates
         auto = an.auto_dispatchable
-        if not auto and "location" in an.needs_confirmation and a.asked_place:
+        if an.asks_for_place and a.asked_place:
             # the operator asks the caller where exactly and types the answer (核实地点,
             # jiedao.cases.place): the case, its card and the duplicate check get that place
             an = analyzer.confirm_place(cat, a.text, a.asked_place) or an

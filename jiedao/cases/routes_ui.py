@@ -497,10 +497,8 @@ def locate(
         pipe = _pipeline(request)
         with request.app.state.db.session() as s:
             case = q.get_case(s, p, case_id)
-            confirm_place(s, pipe.analyzer, case, place, expected_version=expected_version)
-            audit.record(s, principal=p, action="case_locate", object_type="case", object_id=case.code,
-                         detail={"place": place.strip()[:300], "grid": case.grid_code, "event": case.event_id},
-                         ip=client_ip(request))
+            confirm_place(s, pipe.analyzer, case, place, expected_version=expected_version, principal=p,
+                          ip=client_ip(request))
     except (ValidationError, Conflict) as e:
         message = "；".join(pr.message for pr in e.problems) if isinstance(e, ValidationError) else str(e)
         status = 422 if isinstance(e, ValidationError) else 409

@@ -47,6 +47,11 @@ class Analysis:
     notes: tuple[str, ...] = ()  # why: place doubts, duplicate and repeat-caller findings
 
     @property
+    def asks_for_place(self) -> bool:
+        """The place is in doubt: an operator asks the caller where (核实地点)."""
+        return "location" in self.needs_confirmation
+
+    @property
     def auto_dispatchable(self) -> bool:
         """Nothing needs a person: category and place are sure and a main department is known."""
         return not self.needs_confirmation and self.suggestion is not None and self.suggestion.complete
